@@ -1,0 +1,130 @@
+"""`lir index`, `lir search`, `lir evaluate`: the embedded path from texts to a TREC run and its scores."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from lir.clients.dense_index import DenseIndex
+from lir.clients.engines import open_engine
+from lir.clients.retriever import Retriever
+
+from lir.collections import iter_docs, read_qrels_spec, read_queries
+from lir.errors import LirError
+from lir.metrics import DEFAULT_MEASURES, evaluate, format_table
+from lir.trec import read_run, write_run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the client subcommands to the `lir` parser."""
+    index = sub.add_parser(
+        "index",
+        help="encode a corpus and write a dense index",
+        description="Encode a corpus with an exported model and write a Faiss index.",
+    )
+    _engine_options(index, required=True)
+    index.add_argument("--corpus", required=True, help="BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
+    index.add_argument("--output", required=True, help="index folder to write")
+    index.add_argument("--factory", default="Flat", help="Faiss factory string (default: %(default)s, exact)")
+    index.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    index.set_defaults(handler=run_index)
+
+    search = sub.add_parser(
+        "search",
+        help="search an index and write a TREC run",
+        description="Encode queries, search a dense index, write a TREC run file.",
+    )
+    _engine_options(search, required=False)
+    search.add_argument("--index", required=True, help="index folder written by `lir index`")
+    search.add_argument("--queries", required=True, help="BEIR folder, .jsonl, .tsv, or an ir_datasets id")
+    search.add_argument("--split", help="with a BEIR folder: keep the queries judged in this split (e.g. test)")
+    search.add_argument("--output", required=True, help="TREC run file to write")
+    search.add_argument("-k", "--k", type=int, default=100, help="documents per query (default: %(default)s)")
+    search.add_argument("--search-params", help="Faiss search parameters, e.g. nprobe=16 or efSearch=128")
+    search.set_defaults(handler=run_search)
+
+    evaluation = sub.add_parser(
+        "evaluate", help="score a TREC run against qrels", description="Evaluate a TREC run with ir_measures."
+    )
+    evaluation.add_argument("--run", required=True, help="TREC run file")
+    evaluation.add_argument("--qrels", required=True, help="qrels file, BEIR folder (+ --split), or ir_datasets id")
+    evaluation.add_argument("--split", help="with a BEIR folder: the qrels split (e.g. test)")
+    evaluation.add_argument(
+        "--metrics", nargs="+", default=list(DEFAULT_MEASURES), help="ir_measures strings (default: %(default)s)"
+    )
+    evaluation.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluation.set_defaults(handler=run_evaluate)
+
+
+def _engine_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--engine",
+        required=required,
+        help="onnx:MODEL_DIR or MODEL_DIR (embedded onnxruntime)"
+        + ("" if required else "; default: the model that built the index"),
+    )
+    parser.add_argument(
+        "--variant", default="fp32", choices=("fp32", "int8", "fp16"), help="graph variant (default: %(default)s)"
+    )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per batch (default: %(default)s)")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    if Path(args.output).exists() and not args.overwrite:
+        raise LirError(f"{args.output} already exists (pass --overwrite to replace it)")
+    docs = list(iter_docs(args.corpus))
+    if not docs:
+        raise LirError(f"{args.corpus} holds no documents")
+    with open_engine(args.engine, args.variant, args.device) as engine:
+        start = time.perf_counter()
+        embeddings = engine.encode_docs([text for _, text in docs], batch_size=args.batch_size, progress=True)
+        seconds = time.perf_counter() - start
+        index = DenseIndex.build(embeddings, [did for did, _ in docs], args.factory, engine.fingerprint)
+        index.info["engine"] = {
+            "url": args.engine,
+            "directory": str(engine.directory.resolve()),
+            "variant": args.variant,
+        }
+    index.save(args.output, overwrite=args.overwrite)
+    print(
+        f"indexed {len(docs)} documents in {seconds:.1f} s ({len(docs) / seconds:.1f} docs/s, "
+        f"{args.variant}) → {args.output}"
+    )
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    index = DenseIndex.load(args.index)
+    if args.search_params:
+        index.set_search_parameters(args.search_params)
+    url = args.engine or index.info.get("engine", {}).get("directory")
+    if not url:
+        raise LirError(f"{args.index} does not record its model: pass --engine")
+    queries = read_queries(args.queries, args.split)
+    if not queries:
+        raise LirError(f"{args.queries} holds no queries" + (f" for split {args.split}" if args.split else ""))
+    with open_engine(url, args.variant, args.device) as engine:
+        retriever = Retriever(engine, index)
+        start = time.perf_counter()
+        run = retriever.search(queries, k=args.k, batch_size=args.batch_size)
+        seconds = time.perf_counter() - start
+    write_run(args.output, run, system=index.info.get("model", {}).get("model", "lir"))
+    print(
+        f"searched {len(queries)} queries in {seconds:.2f} s ({1000 * seconds / len(queries):.2f} ms/query) "
+        f"→ {args.output}"
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    results = evaluate(read_run(args.run), read_qrels_spec(args.qrels, args.split), args.metrics)
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_table(results))
+    return 0

@@ -1,0 +1,117 @@
+"""Faiss dense index with its doc ids, saved atomically with checksums and verified on load.
+
+The index type is a Faiss factory string: `Flat` (exact, the default), `HNSW32`, `IVF1024,Flat`, ...
+Scores are inner products: cosine models export L2-normalized embeddings, so this is exact cosine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from lir.errors import LirError
+from lir.files import atomic_directory, atomic_write_text, sha256_file
+
+INDEX_FILE, IDS_FILE, INFO_FILE = "index.faiss", "doc_ids.json", "index.json"
+FORMAT = "lir-dense-index"
+
+
+@dataclass
+class DenseIndex:
+    """A Faiss index, the doc id of each row, and what built it."""
+
+    index: faiss.Index
+    doc_ids: list[str]
+    info: dict[str, Any]
+
+    @classmethod
+    def build(
+        cls, embeddings: np.ndarray, doc_ids: list[str], factory: str = "Flat", model: dict[str, str] | None = None
+    ) -> DenseIndex:
+        """Index `embeddings` (rows in the order of `doc_ids`) with a Faiss factory string."""
+        if embeddings.ndim != 2 or len(embeddings) != len(doc_ids):
+            raise LirError(f"{len(doc_ids)} doc ids for embeddings of shape {embeddings.shape}")
+        if len(set(doc_ids)) != len(doc_ids):
+            raise LirError("the corpus repeats doc ids")
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        try:
+            index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError:
+            raise LirError(
+                f"{factory!r} is not a Faiss index factory string (e.g. Flat, HNSW32, IVF1024,Flat)"
+            ) from None
+        if not index.is_trained:
+            try:
+                index.train(vectors)
+            except RuntimeError as exc:
+                raise LirError(
+                    f"cannot train {factory!r} on {len(vectors)} vectors ({str(exc).strip().splitlines()[-1]})"
+                ) from None
+        index.add(vectors)
+        info = {
+            "format": FORMAT,
+            "version": 1,
+            "factory": factory,
+            "metric": "inner_product",
+            "dim": int(vectors.shape[1]),
+            "count": len(doc_ids),
+            "model": model or {},
+        }
+        return cls(index, list(doc_ids), info)
+
+    def set_search_parameters(self, spec: str) -> None:
+        """Faiss search parameters as a spec string, e.g. `nprobe=16` (IVF) or `efSearch=128` (HNSW)."""
+        try:
+            faiss.ParameterSpace().set_index_parameters(self.index, spec)
+        except RuntimeError:
+            raise LirError(f"{spec!r} are not search parameters of a {self.info['factory']!r} index") from None
+
+    def search(self, queries: np.ndarray, k: int = 100) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k scores [Q, k'] and doc ids per query (k' = min(k, count))."""
+        if queries.ndim != 2 or queries.shape[1] != self.info["dim"]:
+            raise LirError(f"query embeddings of shape {queries.shape} do not fit an index of dim {self.info['dim']}")
+        k = min(k, len(self.doc_ids))
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        ids = [[self.doc_ids[r] for r in row if r >= 0] for row in rows]
+        return scores, ids
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write the index folder atomically: index, doc ids, and info with their checksums."""
+        with atomic_directory(directory, overwrite=overwrite) as staging:
+            faiss.write_index(self.index, str(staging / INDEX_FILE))
+            atomic_write_text(staging / IDS_FILE, json.dumps(self.doc_ids))
+            checksums = {name: sha256_file(staging / name) for name in (INDEX_FILE, IDS_FILE)}
+            atomic_write_text(staging / INFO_FILE, json.dumps(self.info | {"sha256": checksums}, indent=2) + "\n")
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, verify: bool = True) -> DenseIndex:
+        """Read an index folder; with `verify`, a file that does not match its checksum is refused."""
+        folder = Path(directory)
+        if not (folder / INFO_FILE).is_file():
+            raise LirError(f"{folder} is not a lir index: no {INFO_FILE}")
+        try:
+            info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise LirError(f"{folder / INFO_FILE} is corrupted (not JSON)") from None
+        if info.get("format") != FORMAT:
+            raise LirError(f"{folder} holds a {info.get('format')!r} index, expected {FORMAT!r}")
+        for name in (INDEX_FILE, IDS_FILE):
+            if not (folder / name).is_file():
+                raise LirError(f"{folder / name} is missing")
+            if verify and sha256_file(folder / name) != info.get("sha256", {}).get(name):
+                raise LirError(f"{folder / name} does not match its checksum: the index is corrupted")
+        try:
+            index = faiss.read_index(str(folder / INDEX_FILE))
+            doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+        except (RuntimeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LirError(f"{folder} cannot be read ({str(exc).strip().splitlines()[-1]})") from None
+        if index.ntotal != len(doc_ids) or index.d != info.get("dim"):
+            raise LirError(f"{folder}: {index.ntotal} vectors of dim {index.d} but {len(doc_ids)} doc ids")
+        info.pop("sha256", None)
+        return cls(index, doc_ids, info)

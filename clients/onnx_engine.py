@@ -1,0 +1,51 @@
+"""The embedded engine: onnxruntime in this process, reading an exported model directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from lir.clients.engine import Engine
+
+from lir.errors import LirError
+from lir.manifest import load_manifest, verified_file
+
+DEVICES = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class OnnxEngine(Engine):
+    """Runs the manifest's graphs with onnxruntime (CPU by default; `device="cuda"` needs onnxruntime-gpu)."""
+
+    def __init__(
+        self, directory: str | Path, variant: str = "fp32", device: str = "cpu", threads: int | None = None
+    ) -> None:
+        super().__init__(directory, load_manifest(directory))
+        if device not in DEVICES:
+            raise LirError(f"unknown device {device!r} (cpu or cuda)")
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise LirError("device cuda needs onnxruntime-gpu and a GPU (pip install 'lir[gpu]')")
+        self.variant = variant
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        for role in ("query", "doc"):
+            name, graph = self.manifest.encoder(role)
+            if name not in self._sessions:
+                if variant not in graph.variants:
+                    raise LirError(
+                        f"{directory}: graph {name!r} has no {variant} variant (exported: {', '.join(graph.variants)})"
+                    )
+                path = verified_file(self.directory, graph.variants[variant])
+                self._sessions[name] = ort.InferenceSession(str(path), options, providers=DEVICES[device])
+        self._graph_of = {role: self.manifest.encoders[role] for role in ("query", "doc")}
+
+    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        session = self._sessions[self._graph_of[role]]
+        return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    def close(self) -> None:
+        self._sessions.clear()

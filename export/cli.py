@@ -1,0 +1,70 @@
+"""`lir-export`: a checkpoint (directory or cached hub id) → a validated model directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lir.export.limits import FP32_TOLERANCE, ParityError
+
+from lir.errors import LirError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lir-export",
+        description="Export a checkpoint (sentence-transformers, Lightning IR, Hugging Face) to ONNX graphs "
+        "with a manifest, checked against PyTorch on real text.",
+        epilog="exit codes: 0 exported, 1 bad input, 2 usage, 3 parity check failed",
+    )
+    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (resolved in the HF cache)")
+    parser.add_argument("--output", default="model_repository", help="model repository (default: %(default)s)")
+    parser.add_argument("--name", help="model name in the repository (default: from --model)")
+    parser.add_argument("--int8", action="store_true", help="also write a dynamic int8 (per-channel) variant")
+    parser.add_argument("--fp16", action="store_true", help="also write an fp16 variant (for GPUs)")
+    parser.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's transformer fusions")
+    parser.add_argument("--parity-data", help="SciFact folder for parity texts (default: ../shared/data/scifact)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=FP32_TOLERANCE,
+        help="max abs difference allowed at fp32 (default: %(default)s)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.name and (Path(args.output) / args.name).exists() and not args.overwrite:
+            raise LirError(f"{Path(args.output) / args.name} already exists (pass --overwrite to replace it)")
+        from lir.export.bundle import export_model  # torch loads here, after argument checks
+
+        export_model(
+            args.model,
+            args.output,
+            args.name,
+            int8=args.int8,
+            fp16=args.fp16,
+            optimize=not args.no_optimize,
+            parity_data=args.parity_data,
+            tolerance=args.tolerance,
+            overwrite=args.overwrite,
+            log=lambda message: print(message, file=sys.stderr),
+        )
+    except ParityError as exc:
+        print(f"lir-export: parity check failed: {exc}", file=sys.stderr)
+        return 3
+    except LirError as exc:
+        print(f"lir-export: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lir-export: interrupted, nothing written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

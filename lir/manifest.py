@@ -1,0 +1,194 @@
+"""The model manifest: the contract between `lir-export` and everything that consumes an export.
+
+An exported model directory holds `manifest.json`, the tokenizer file and the ONNX graphs. The
+manifest tells a consumer everything it needs without torch: the model family, similarity,
+dimension, the text rules for queries and documents, the graphs with their inputs and outputs,
+their variants (fp32, int8, fp16) with checksums and measured deviations, and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lir.errors import LirError
+from lir.files import atomic_write_text, sha256_file
+
+MANIFEST_FILE = "manifest.json"
+FORMAT = "lir-model"
+FORMAT_VERSION = 1
+FAMILIES = ("single-vector",)
+SIMILARITIES = ("dot", "cosine")
+VARIANTS = ("fp32", "int8", "fp16")
+ROLES = ("query", "doc")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, element type and shape (str entries are dynamic axes)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class Variant:
+    """One numeric variant of a graph and what its export measured against PyTorch."""
+
+    file: str
+    sha256: str
+    max_abs_diff: float
+    min_cosine: float
+    effectiveness: dict[str, Any] | None = None
+
+
+@dataclass
+class Graph:
+    """An ONNX graph with its interface and variants."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    variants: dict[str, Variant]
+
+
+@dataclass
+class TextRules:
+    """How one role (query or doc) turns text into token ids.
+
+    `max_length` counts every token, special and marker tokens included. `prefix` is prepended to the
+    text (sentence-transformers prompts); `marker` is a token inserted right after the first token.
+    """
+
+    max_length: int
+    prefix: str = ""
+    marker: str | None = None
+
+
+@dataclass
+class TokenizerSpec:
+    """The tokenizer file (Hugging Face `tokenizers` JSON) and the ids the rules need."""
+
+    file: str
+    pad_token_id: int
+
+
+@dataclass
+class Manifest:
+    """Everything a consumer of an exported model needs to know."""
+
+    name: str
+    family: str
+    similarity: str
+    embedding_dim: int
+    normalized: bool
+    tokenizer: TokenizerSpec
+    query: TextRules
+    doc: TextRules
+    encoders: dict[str, str]
+    graphs: dict[str, Graph]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def rules(self, role: str) -> TextRules:
+        """The text rules of `role` ('query' or 'doc')."""
+        if role not in ROLES:
+            raise LirError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+        return self.query if role == "query" else self.doc
+
+    def encoder(self, role: str) -> tuple[str, Graph]:
+        """The name and graph that encodes texts of `role`."""
+        self.rules(role)
+        name = self.encoders[role]
+        return name, self.graphs[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `manifest.json` into `directory` atomically."""
+        path = Path(directory) / MANIFEST_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build and validate a manifest from its JSON form."""
+        try:
+            graphs = {
+                name: Graph(
+                    inputs=[TensorSpec(**t) for t in g["inputs"]],
+                    outputs=[TensorSpec(**t) for t in g["outputs"]],
+                    variants={k: Variant(**v) for k, v in g["variants"].items()},
+                )
+                for name, g in data["graphs"].items()
+            }
+            manifest = cls(
+                name=data["name"],
+                family=data["family"],
+                similarity=data["similarity"],
+                embedding_dim=int(data["embedding_dim"]),
+                normalized=bool(data["normalized"]),
+                tokenizer=TokenizerSpec(**data["tokenizer"]),
+                query=TextRules(**data["query"]),
+                doc=TextRules(**data["doc"]),
+                encoders=dict(data["encoders"]),
+                graphs=graphs,
+                provenance=dict(data.get("provenance", {})),
+                format=data.get("format", ""),
+                format_version=int(data.get("format_version", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LirError(f"invalid manifest: missing or malformed field ({exc})") from None
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        """Raise LirError when a field is out of its allowed values."""
+        if self.format != FORMAT or self.format_version != FORMAT_VERSION:
+            raise LirError(
+                f"invalid manifest: format {self.format!r} v{self.format_version}, "
+                f"expected {FORMAT!r} v{FORMAT_VERSION}"
+            )
+        if self.family not in FAMILIES:
+            raise LirError(f"invalid manifest: unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
+        if self.similarity not in SIMILARITIES:
+            raise LirError(f"invalid manifest: unknown similarity {self.similarity!r}")
+        for role in ROLES:
+            if self.encoders.get(role) not in self.graphs:
+                raise LirError(f"invalid manifest: the {role} encoder names no graph of the manifest")
+            if self.rules(role).max_length < 2:
+                raise LirError(f"invalid manifest: {role} max_length must be at least 2")
+        for name, graph in self.graphs.items():
+            if "fp32" not in graph.variants:
+                raise LirError(f"invalid manifest: graph {name!r} has no fp32 variant")
+            unknown = set(graph.variants) - set(VARIANTS)
+            if unknown:
+                raise LirError(f"invalid manifest: graph {name!r} has unknown variants {sorted(unknown)}")
+
+
+def load_manifest(directory: str | Path) -> Manifest:
+    """Read and validate the manifest of an exported model directory."""
+    path = Path(directory) / MANIFEST_FILE
+    if not Path(directory).is_dir():
+        raise LirError(f"model directory {directory} does not exist")
+    if not path.is_file():
+        raise LirError(f"{directory} is not an exported lir model: no {MANIFEST_FILE}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LirError(f"{path} is not valid JSON ({exc})") from None
+    return Manifest.from_dict(data)
+
+
+def verified_file(directory: str | Path, variant: Variant) -> Path:
+    """The path of a variant's graph file after checking that its SHA-256 matches the manifest."""
+    path = Path(directory) / variant.file
+    if not path.is_file():
+        raise LirError(f"graph file {path} is missing")
+    if sha256_file(path) != variant.sha256:
+        raise LirError(f"graph file {path} does not match its checksum in the manifest (corrupted?)")
+    return path

@@ -1,0 +1,88 @@
+"""Tokenization rules shared by training, export and clients, on Hugging Face `tokenizers` alone.
+
+One `TextEncoder` per role turns texts into token ids exactly as the manifest says: optional prefix,
+truncation to `max_length` (special and marker tokens counted), optional marker token right after the
+first token. `pad_batch` pads a batch to its longest member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from lir.errors import LirError
+from lir.manifest import Manifest, TextRules
+
+
+def as_text(value: object, position: int, role: str) -> str:
+    """Return `value` as text, or raise a one-line error for bytes that are not UTF-8 or non-text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise LirError(f"{role} #{position} is not valid UTF-8 text") from None
+    raise LirError(f"{role} #{position} is {type(value).__name__}, expected text")
+
+
+class TextEncoder:
+    """Turns texts of one role into token ids under that role's rules."""
+
+    def __init__(self, tokenizer: Tokenizer, rules: TextRules, pad_token_id: int, role: str) -> None:
+        self.role = role
+        self.rules = rules
+        self.pad_token_id = pad_token_id
+        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._marker_id: int | None = None
+        budget = rules.max_length
+        if rules.marker is not None:
+            marker_id = self._tokenizer.token_to_id(rules.marker)
+            if marker_id is None:
+                raise LirError(f"marker token {rules.marker!r} is not in the tokenizer's vocabulary")
+            self._marker_id = marker_id
+            budget -= 1
+        self._tokenizer.enable_truncation(max_length=budget)
+
+    @classmethod
+    def from_manifest(cls, directory: str | Path, manifest: Manifest, role: str) -> TextEncoder:
+        """The encoder for `role` of an exported model directory."""
+        path = Path(directory) / manifest.tokenizer.file
+        if not path.is_file():
+            raise LirError(f"tokenizer file {path} is missing")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+            raise LirError(f"tokenizer file {path} cannot be read ({str(exc).splitlines()[0]})") from None
+        return cls(tokenizer, manifest.rules(role), manifest.tokenizer.pad_token_id, role)
+
+    def encode(self, texts: Sequence[object]) -> list[list[int]]:
+        """Token ids of each text, truncated per the rules. Empty queries are refused."""
+        clean = [as_text(t, i, self.role) for i, t in enumerate(texts)]
+        if self.role == "query":
+            for i, text in enumerate(clean):
+                if not text.strip():
+                    raise LirError(f"query #{i} is empty")
+        prefix = self.rules.prefix
+        encodings = self._tokenizer.encode_batch([prefix + t for t in clean] if prefix else clean)
+        ids = [e.ids for e in encodings]
+        if self._marker_id is not None:
+            ids = [[seq[0], self._marker_id, *seq[1:]] for seq in ids]
+        return ids
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad token id lists to the longest one: (input_ids, attention_mask), both int64."""
+    if not sequences:
+        raise LirError("cannot pad an empty batch")
+    length = max(len(s) for s in sequences)
+    input_ids = np.full((len(sequences), length), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = seq
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask

@@ -1,0 +1,69 @@
+"""The commands as a user runs them: help, the index → search → evaluate path, exit codes, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lir.trec import read_run
+
+
+def lir(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lir.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["lir.cli"],
+        ["lir.cli", "index"],
+        ["lir.cli", "search"],
+        ["lir.cli", "evaluate"],
+        ["lir.export.cli"],
+        ["lir.serving.cli"],
+    ],
+)
+def test_every_command_has_help(command):
+    done = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_index_search_evaluate(tiny_export, scifact, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    lines = (scifact / "corpus.jsonl").read_text().splitlines()[:150]
+    corpus.write_text("\n".join(lines) + "\n")
+    ids = [json.loads(line)["_id"] for line in lines]
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\tcancer and smoking\nq2\tprotein folding\n")
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(f"q1 0 {ids[0]} 1\nq2 0 {ids[1]} 1\n")
+    index = tmp_path / "index"
+    done = lir("index", "--engine", f"onnx:{tiny_export}", "--corpus", str(corpus), "--output", str(index))
+    assert done.returncode == 0, done.stderr
+    assert "indexed 150 documents" in done.stdout and "docs/s" in done.stdout
+    run = tmp_path / "run.trec"
+    done = lir("search", "--index", str(index), "--queries", str(queries), "--output", str(run), "-k", "20")
+    assert done.returncode == 0, done.stderr
+    assert {qid: len(docs) for qid, docs in read_run(run).items()} == {"q1": 20, "q2": 20}
+    done = lir("evaluate", "--run", str(run), "--qrels", str(qrels), "--metrics", "nDCG@10", "R@100", "--json")
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) == {"nDCG@10", "R@100"}
+    again = lir("index", "--engine", str(tiny_export), "--corpus", str(corpus), "--output", str(index))
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["index", "--engine", "nowhere", "--corpus", "x", "--output", "y"], "neither an existing file"),
+        (["search", "--index", "nowhere", "--queries", "x", "--output", "y"], "not a lir index"),
+        (["evaluate", "--run", "missing.trec", "--qrels", "x"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_1(args, message, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "lir.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
