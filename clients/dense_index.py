@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from lir.errors import LirError
-from lir.files import atomic_directory, atomic_write_text, sha256_file
+from lir.files import atomic_directory, atomic_write_text, read_json, sha256_file
 
 INDEX_FILE, IDS_FILE, INFO_FILE = "index.faiss", "doc_ids.json", "index.json"
 FORMAT = "lir-dense-index"
@@ -95,10 +95,7 @@ class DenseIndex:
         folder = Path(directory)
         if not (folder / INFO_FILE).is_file():
             raise LirError(f"{folder} is not a lir index: no {INFO_FILE}")
-        try:
-            info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise LirError(f"{folder / INFO_FILE} is corrupted (not JSON)") from None
+        info = read_json(folder / INFO_FILE)
         if info.get("format") != FORMAT:
             raise LirError(f"{folder} holds a {info.get('format')!r} index, expected {FORMAT!r}")
         for name in (INDEX_FILE, IDS_FILE):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lir.errors import LirError
 
@@ -20,6 +22,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object from `path`, with one-line errors for a missing, undecodable or non-object file."""
+    file = Path(path)
+    if not file.is_file():
+        raise LirError(f"{file} does not exist")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LirError(f"{file} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise LirError(f"{file} does not hold a JSON object")
+    return data
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

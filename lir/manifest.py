@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lir.errors import LirError
-from lir.files import atomic_write_text, sha256_file
+from lir.files import atomic_write_text, read_json, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lir-model"
@@ -177,11 +177,7 @@ def load_manifest(directory: str | Path) -> Manifest:
         raise LirError(f"model directory {directory} does not exist")
     if not path.is_file():
         raise LirError(f"{directory} is not an exported lir model: no {MANIFEST_FILE}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LirError(f"{path} is not valid JSON ({exc})") from None
-    return Manifest.from_dict(data)
+    return Manifest.from_dict(read_json(path))
 
 
 def verified_file(directory: str | Path, variant: Variant) -> Path:

@@ -26,6 +26,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from lir.errors import LirError
+from lir.files import read_json
 
 SINGLE_VECTOR_TYPES = ("lir-dpr", "bi-encoder", "single-vector-bi-encoder")
 LATER_TYPES = (
@@ -96,19 +97,6 @@ def load_bi_encoder(spec: str) -> LoadedBiEncoder:
             raise LirError(f"{path}/config.json has no model_type: not a checkpoint lir knows")
     loaded.model.eval()
     return loaded
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`, with one-line errors."""
-    if not path.is_file():
-        raise LirError(f"{path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LirError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise LirError(f"{path} does not hold a JSON object")
-    return data
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
