@@ -89,3 +89,22 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     atomic_write_text(tmp_path / "f.txt", "two")
     assert (tmp_path / "f.txt").read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_ir_datasets_ids_load_offline(tmp_path, scifact):
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "irds"
+    subprocess.run(
+        ["bash", str(scifact.parent / "make_ir_datasets_home.sh"), str(home)], check=True, capture_output=True
+    )
+    code = (
+        "from lir.collections import iter_docs, read_queries, read_qrels_spec\n"
+        "docs = dict(iter_docs('beir/scifact'))\n"
+        "print(len(docs), len(read_queries('beir/scifact/test')), len(read_qrels_spec('beir/scifact/test')))"
+    )
+    env = os.environ | {"IR_DATASETS_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["5183", "300", "300"]
