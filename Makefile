@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[export,dev]"
+	# the tritonserver binary (Triton 2.51, python backend) only: its Python deps are not needed
+	$(BIN)/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
 	touch $(STAMP)
 
 $(MODEL)/manifest.json: $(STAMP)

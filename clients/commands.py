@@ -63,8 +63,8 @@ def _engine_options(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument(
         "--engine",
         required=required,
-        help="onnx:MODEL_DIR or MODEL_DIR (embedded onnxruntime)"
-        + ("" if required else "; default: the model that built the index"),
+        help="onnx:MODEL_DIR or MODEL_DIR (embedded onnxruntime), triton://HOST:PORT/MODEL (gRPC) or "
+        "triton+http://HOST:PORT/MODEL" + ("" if required else "; default: the model that built the index"),
     )
     parser.add_argument(
         "--variant", default="fp32", choices=("fp32", "int8", "fp16"), help="graph variant (default: %(default)s)"
@@ -84,11 +84,8 @@ def run_index(args: argparse.Namespace) -> int:
         embeddings = engine.encode_docs([text for _, text in docs], batch_size=args.batch_size, progress=True)
         seconds = time.perf_counter() - start
         index = DenseIndex.build(embeddings, [did for did, _ in docs], args.factory, engine.fingerprint)
-        index.info["engine"] = {
-            "url": args.engine,
-            "directory": str(engine.directory.resolve()),
-            "variant": args.variant,
-        }
+        directory = str(engine.directory.resolve()) if engine.directory else None
+        index.info["engine"] = {"url": args.engine, "directory": directory, "variant": args.variant}
     index.save(args.output, overwrite=args.overwrite)
     print(
         f"indexed {len(docs)} documents in {seconds:.1f} s ({len(docs) / seconds:.1f} docs/s, "
@@ -101,7 +98,8 @@ def run_search(args: argparse.Namespace) -> int:
     index = DenseIndex.load(args.index)
     if args.search_params:
         index.set_search_parameters(args.search_params)
-    url = args.engine or index.info.get("engine", {}).get("directory")
+    built_by = index.info.get("engine", {})
+    url = args.engine or built_by.get("directory") or built_by.get("url")
     if not url:
         raise LirError(f"{args.index} does not record its model: pass --engine")
     queries = read_queries(args.queries, args.split)

@@ -27,6 +27,10 @@ class Engine(ABC):
         self.manifest = manifest
         self._encoders = {role: TextEncoder.from_manifest(directory, manifest, role) for role in ("query", "doc")}
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.manifest.embedding_dim
+
     @abstractmethod
     def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[B, L] ids and mask → [B, D] float32 embeddings."""
@@ -44,7 +48,7 @@ class Engine(ABC):
             raise LirError(f"unknown role {role!r}: expected query or doc")
         encoder = self._encoders[role]
         ids = encoder.encode(texts)
-        out = np.empty((len(ids), self.manifest.embedding_dim), dtype=np.float32)
+        out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
         lengths = [len(seq) for seq in ids]
         with tqdm(total=len(ids), desc=f"encoding {role}s", unit=role, disable=not progress) as bar:
             for batch in length_batches(lengths, batch_size, max_tokens):

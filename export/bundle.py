@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from lir.export.graphs import (
 )
 from lir.export.limits import FP32_TOLERANCE, MIN_COSINE, ParityError
 from lir.export.parity import ProbeSet, Reference, effectiveness, find_probe_data, load_probes
+from lir.export.triton_repository import write_graph_models, write_text_endpoint
 from lir.train.checkpoints import load_bi_encoder
 from lir.train.module import BiEncoderModule
 
@@ -37,7 +39,7 @@ GRAPH = "encoder"
 
 def default_name(spec: str) -> str:
     """A model name from a checkpoint spec: its last path part, lower-case, safe characters only."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", Path(spec.rstrip("/")).name.lower()).strip("-.")
+    name = re.sub(r"[^a-z0-9_-]+", "-", Path(spec.rstrip("/")).name.lower()).strip("-")
     return name or "model"
 
 
@@ -84,6 +86,8 @@ def export_model(
     target = Path(output) / (name or default_name(spec))
     if target.exists() and not overwrite:
         raise LirError(f"{target} already exists (pass --overwrite to replace it)")
+    if "." in target.name:
+        raise LirError(f"model name {target.name!r} may not contain '.' (Triton graph models are named <name>.<graph>)")
     log(f"loading {spec}")
     loaded = load_bi_encoder(spec)
     module = BiEncoderModule(loaded)
@@ -112,7 +116,14 @@ def export_model(
         (staging / "tokenizer.json").write_text(loaded.tokenizer.to_str(), encoding="utf-8")
         manifest = _manifest(target.name, spec, loaded, module, variants, fused, probes)
         manifest.save(staging)
+        write_text_endpoint(staging, manifest)
         _self_check(staging)
+    try:
+        for model in write_graph_models(target, manifest, overwrite=overwrite):
+            log(f"wrote Triton model {model}")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     log(f"exported {target}")
     return target
 
@@ -141,7 +152,7 @@ def _manifest(name, spec, loaded, module, variants, fused, probes) -> Manifest:
             "fused": fused,
             "opset": OPSET,
             "parity_texts": probes.source,
-            "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": {
                 "lir": __version__,
                 "torch": torch.__version__,

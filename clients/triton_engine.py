@@ -1,0 +1,169 @@
+"""`TritonEngine`: the engine interface over a Triton server, gRPC (default) or HTTP.
+
+Text mode sends strings to the model's text endpoint, which tokenizes on the server with the manifest's
+rules (nothing local needed). Ids mode tokenizes here with a local copy of the exported model directory
+and calls the graph model `<model>.<graph>`. Requests go out in batches with a bounded number in flight;
+inference is idempotent, so a request that finds the server unavailable is retried.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from lir.clients.engine import Engine
+
+from lir.errors import LirError
+from lir.manifest import load_manifest
+from lir.tokenization import as_text
+
+PROTOCOLS = ("grpc", "http")
+RETRIES = 2
+
+
+class TritonEngine(Engine):
+    """Embeddings from a Triton server that serves an export of lir."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        protocol: str = "grpc",
+        mode: str = "text",
+        model_dir: str | Path | None = None,
+        timeout: float = 60.0,
+        concurrency: int = 4,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise LirError(f"unknown protocol {protocol!r} (grpc or http)")
+        if mode not in ("text", "ids"):
+            raise LirError(f"unknown mode {mode!r} (text or ids)")
+        if mode == "ids" and model_dir is None:
+            raise LirError("ids mode tokenizes locally: pass the exported model directory (model_dir)")
+        self.url, self.model, self.protocol, self.mode = url, model, protocol, mode
+        self.timeout, self.concurrency = timeout, max(1, concurrency)
+        self._local = threading.local()
+        self._clients: list = []
+        client = self._client()
+        try:
+            ready = client.is_server_ready()
+        except Exception:  # tritonclient raises several types for a refused connection
+            ready = False
+        if not ready:
+            raise LirError(f"no Triton server ready at {url} ({protocol}): is lir-serve running?")
+        try:
+            config = (
+                client.get_model_config(model, as_json=True)["config"]
+                if protocol == "grpc"
+                else (client.get_model_config(model))
+            )
+        except Exception as exc:
+            raise LirError(f"model {model!r} is not ready on {url}: {_first_line(exc)}") from None
+        parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self._fingerprint = {
+            "model": parameters.get("lir_model", model),
+            "doc_encoder_sha256": parameters.get("doc_encoder_sha256", ""),
+        }
+        self._dim = int(config["output"][0]["dims"][-1])
+        if mode == "ids":
+            super().__init__(model_dir, load_manifest(model_dir))
+            if self.manifest.name != self._fingerprint["model"]:
+                raise LirError(
+                    f"{model_dir} holds model {self.manifest.name!r}, the server serves {self._fingerprint['model']!r}"
+                )
+        else:
+            self.directory, self.manifest = None, None
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> dict[str, str]:
+        return self._fingerprint
+
+    def _client(self):
+        """One client per thread (the HTTP client is not thread-safe)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                import tritonclient.grpc as module
+            else:
+                import tritonclient.http as module
+            client = (
+                module.InferenceServerClient(self.url, network_timeout=self.timeout)
+                if (self.protocol == "http")
+                else module.InferenceServerClient(self.url)
+            )
+            self._local.client = client
+            self._local.module = module
+            self._clients.append(client)
+        return client
+
+    def _infer(self, model: str, inputs: dict[str, np.ndarray], output: str, parameters: dict | None = None):
+        client = self._client()
+        module = self._local.module
+        tensors = []
+        for name, array in inputs.items():
+            tensor = module.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "INT64")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        wanted = [module.InferRequestedOutput(output)]
+        options = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        for attempt in range(RETRIES + 1):
+            try:
+                result = client.infer(model, tensors, outputs=wanted, parameters=parameters, **options)
+                return result.as_numpy(output)
+            except Exception as exc:
+                message = _first_line(exc)
+                retry = "unavailable" in message.lower() or "connection" in message.lower()
+                if not retry or attempt == RETRIES:
+                    raise LirError(f"Triton {model!r}: {message}") from None
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        graph = f"{self.model}.{self.manifest.encoders[role]}"
+        return self._infer(graph, {"input_ids": input_ids, "attention_mask": attention_mask}, "embeddings")
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        role: str,
+        batch_size: int = 32,
+        max_tokens: int | None = 2048,
+        progress: bool = False,
+    ) -> np.ndarray:
+        if self.mode == "ids":
+            return super().encode(texts, role, batch_size, max_tokens, progress)
+        if role not in ("query", "doc"):
+            raise LirError(f"unknown role {role!r}: expected query or doc")
+        clean = [as_text(t, i, role).encode("utf-8") for i, t in enumerate(texts)]
+        chunks = [clean[i : i + batch_size] for i in range(0, len(clean), batch_size)]
+
+        def send(chunk: list[bytes]) -> np.ndarray:
+            array = np.array(chunk, dtype=object).reshape(-1, 1)
+            return self._infer(self.model, {"TEXT": array}, "EMBEDDINGS", {"role": role})
+
+        if not chunks:
+            return np.empty((0, self._dim), np.float32)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            parts = list(pool.map(send, chunks))
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        self._local = threading.local()
+
+
+def _first_line(exc: Exception) -> str:
+    """The message of a tritonclient error without its status-code prefix, on one line."""
+    text = str(exc).strip() or type(exc).__name__
+    return re.sub(r"^\[StatusCode\.\w+\]\s*", "", text.splitlines()[0])

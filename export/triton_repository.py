@@ -1,0 +1,110 @@
+"""Triton model configs for an exported model: a text endpoint and one model per graph.
+
+Layout in the model repository (one source of truth for the ONNX files):
+
+    <name>/                  the exported model, also the text endpoint (python backend: strings in,
+      config.pbtxt           tokenized on the server by the manifest's rules, embeddings out)
+      1/model.py
+      manifest.json, tokenizer.json, encoder.onnx, ...
+    <name>.<graph>/          token ids in, embeddings out
+      config.pbtxt           python backend running the graph with onnxruntime (the local tritonserver)
+      configs/onnxruntime.pbtxt   the onnxruntime backend, GPU (official image: --model-config-name=onnxruntime)
+      1/model.onnx -> ../../<name>/<graph file>
+      1/model.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from lir.files import atomic_directory
+from lir.manifest import Graph, Manifest
+
+MAX_BATCH = 64
+PREFERRED_BATCHES = (8, 32)
+QUEUE_DELAY_US = 2000
+TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+TEXT_SHIM = "from lir.serving.triton_models import TextEncoderModel as TritonPythonModel  # noqa: F401\n"
+GRAPH_SHIM = "from lir.serving.triton_models import GraphModel as TritonPythonModel  # noqa: F401\n"
+
+
+def _tensor(name: str, dtype: str, dims: list) -> str:
+    shape = ", ".join(str(d) if isinstance(d, int) else "-1" for d in dims)
+    return f'  {{ name: "{name}" data_type: {dtype} dims: [ {shape} ] }}'
+
+
+def _common(parameters: dict[str, str], kind: str) -> str:
+    params = "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in parameters.items())
+    preferred = ", ".join(str(b) for b in PREFERRED_BATCHES)
+    return (
+        f"{params}\n"
+        f"dynamic_batching {{ preferred_batch_size: [ {preferred} ] max_queue_delay_microseconds: {QUEUE_DELAY_US} }}\n"
+        f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
+    )
+
+
+def _fingerprint(manifest: Manifest) -> dict[str, str]:
+    _, doc_graph = manifest.encoder("doc")
+    return {"lir_model": manifest.name, "doc_encoder_sha256": doc_graph.variants["fp32"].sha256}
+
+
+def text_endpoint_config(manifest: Manifest, variant: str = "fp32") -> str:
+    """config.pbtxt of the text endpoint: TEXT strings → EMBEDDINGS; the role is a request parameter."""
+    return (
+        'backend: "python"\n'
+        f"max_batch_size: {MAX_BATCH}\n"
+        f"input [\n{_tensor('TEXT', 'TYPE_STRING', [1])}\n]\n"
+        f"output [\n{_tensor('EMBEDDINGS', 'TYPE_FP32', [manifest.embedding_dim])}\n]\n"
+        + _common({"variant": variant} | _fingerprint(manifest), "KIND_CPU")
+    )
+
+
+def graph_config(manifest: Manifest, graph: Graph, backend: str) -> str:
+    """config.pbtxt of a graph model for the python or the onnxruntime backend."""
+    inputs = ",\n".join(_tensor(t.name, TYPES[t.dtype], t.shape[1:]) for t in graph.inputs)
+    outputs = ",\n".join(_tensor(t.name, TYPES[t.dtype], t.shape[1:]) for t in graph.outputs)
+    head = (
+        'backend: "python"\n'
+        if backend == "python"
+        else 'backend: "onnxruntime"\ndefault_model_filename: "model.onnx"\n'
+    )
+    body = f"{head}max_batch_size: {MAX_BATCH}\ninput [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
+    if backend == "python":
+        return body + _common(_fingerprint(manifest), "KIND_CPU")
+    return (
+        body
+        + _common(_fingerprint(manifest), "KIND_GPU")
+        + "# TensorRT instead of CUDA: uncomment (first load builds engines, minutes)\n"
+        + '# optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt"\n'
+        + '#   parameters { key: "precision_mode" value: "FP16" } } ] } }\n'
+    )
+
+
+def write_text_endpoint(directory: Path, manifest: Manifest) -> None:
+    """Make an exported model directory a Triton model too (config.pbtxt and 1/model.py)."""
+    (directory / "config.pbtxt").write_text(text_endpoint_config(manifest))
+    (directory / "1").mkdir(exist_ok=True)
+    (directory / "1" / "model.py").write_text(TEXT_SHIM)
+
+
+def write_graph_models(bundle: Path, manifest: Manifest, overwrite: bool = False) -> list[Path]:
+    """One Triton model per graph beside the bundle; all or nothing."""
+    written: list[Path] = []
+    try:
+        for name, graph in manifest.graphs.items():
+            target = bundle.parent / f"{bundle.name}.{name}"
+            with atomic_directory(target, overwrite=overwrite) as staging:
+                (staging / "1").mkdir()
+                (staging / "configs").mkdir()
+                (staging / "config.pbtxt").write_text(graph_config(manifest, graph, "python"))
+                (staging / "configs" / "onnxruntime.pbtxt").write_text(graph_config(manifest, graph, "onnxruntime"))
+                (staging / "1" / "model.py").write_text(GRAPH_SHIM)
+                os.symlink(Path("..", "..", bundle.name, graph.variants["fp32"].file), staging / "1" / "model.onnx")
+            written.append(target)
+    except BaseException:
+        for target in written:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    return written

@@ -1,0 +1,196 @@
+"""A real Triton server (the tritonserver binary of nvidia-pytriton, python backend, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lir.clients.dense_index import DenseIndex
+from lir.clients.onnx_engine import OnnxEngine
+from lir.clients.retriever import Retriever
+from lir.clients.triton_engine import TritonEngine
+from lir.serving.server import SHM_GLOB, TritonServer, free_port
+
+from lir.errors import LirError
+
+
+def _ports() -> dict[str, int]:
+    return {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+
+
+def _tritons_of(repository: Path) -> list[int]:
+    """Pids of tritonserver processes serving `repository`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "tritonserver" in cmdline and str(repository) in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export):
+    import glob
+
+    before = set(glob.glob(SHM_GLOB))
+    triton = TritonServer(tiny_export.parent, **_ports()).start()
+    yield triton
+    triton.stop()
+    assert _tritons_of(tiny_export.parent.resolve()) == []
+    assert set(glob.glob(SHM_GLOB)) - before == set()
+
+
+@pytest.fixture(scope="module")
+def texts(scifact):
+    records = [json.loads(line) for line in (scifact / "corpus.jsonl").read_text().splitlines()[:40]]
+    return [f"{r['title']} {r['text']}" for r in records]
+
+
+def test_ready_and_every_model_loaded(server, tiny_export):
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready") as reply:
+        assert reply.status == 200
+    request = urllib.request.Request(f"http://{server.http_url}/v2/repository/index", data=b"{}", method="POST")
+    with urllib.request.urlopen(request) as reply:
+        models = {m["name"]: m.get("state") for m in json.loads(reply.read())}
+    assert models == {"tiny": "READY", "tiny.encoder": "READY"}
+    assert server.load_failure() is None
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("mode", ["text", "ids"])
+def test_embeddings_equal_the_embedded_engine(server, tiny_export, texts, protocol, mode):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    embedded = OnnxEngine(tiny_export)
+    with TritonEngine(url, "tiny", protocol, mode, model_dir=tiny_export) as engine:
+        assert engine.fingerprint == embedded.fingerprint
+        for role, batch in (("doc", texts), ("query", [t[:60] for t in texts[:10]])):
+            got = engine.encode(batch, role, batch_size=8)
+            np.testing.assert_allclose(got, embedded.encode(batch, role), atol=1e-5)
+
+
+def test_dynamic_batching_under_concurrent_requests(server, texts):
+    before = server.statistics("tiny")["model_stats"][0]
+    engine = TritonEngine(server.grpc_url, "tiny", concurrency=16)
+    threads = [
+        threading.Thread(target=engine.encode_docs, args=(texts[:16],), kwargs={"batch_size": 1}) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.close()
+    after = server.statistics("tiny")["model_stats"][0]
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 64
+    assert executions < inferences, "requests were never batched together"
+
+
+def test_retriever_over_triton_ranks_like_embedded(server, tiny_export, texts):
+    embedded = OnnxEngine(tiny_export)
+    index = DenseIndex.build(
+        embedded.encode_docs(texts), [f"d{i}" for i in range(len(texts))], model=embedded.fingerprint
+    )
+    queries = {"1": "protein folding", "2": "cancer risk", "3": "vitamin D"}
+    expected = Retriever(embedded, index).search(queries, k=10)
+    with TritonEngine(server.grpc_url, "tiny") as triton:
+        got = Retriever(triton, index).search(queries, k=10)
+    for qid in queries:
+        assert list(got[qid]) == list(expected[qid])
+        np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-5)
+
+
+def test_bad_requests_are_clear(server):
+    with TritonEngine(server.grpc_url, "tiny") as engine, pytest.raises(LirError, match=r"query #1 is empty$"):
+        engine.encode_queries(["fine", "  "])
+    with pytest.raises(LirError, match="model 'nope' is not ready"):
+        TritonEngine(server.grpc_url, "nope")
+    with pytest.raises(LirError, match="ids mode tokenizes locally"):
+        TritonEngine(server.grpc_url, "tiny", mode="ids")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_down_is_one_clear_line(protocol):
+    with pytest.raises(LirError, match="no Triton server ready at 127.0.0.1:.*is lir-serve running"):
+        TritonEngine(f"127.0.0.1:{free_port()}", "tiny", protocol)
+
+
+def _serve(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lir.serving.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_lir_serve_starts_and_stops_cleanly_on_sigterm(tiny_export, tmp_path):
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_export.parent, repository, symlinks=True)
+    ports = _ports()
+    serve = _serve(
+        "--repository",
+        str(repository),
+        "--http-port",
+        str(ports["http_port"]),
+        "--grpc-port",
+        str(ports["grpc_port"]),
+        "--metrics-port",
+        str(ports["metrics_port"]),
+    )
+    try:
+        line = serve.stdout.readline()
+        assert "ready" in line, serve.stderr.read() if serve.poll() is not None else line
+        assert _tritons_of(repository.resolve())
+        engine = TritonEngine(f"127.0.0.1:{ports['grpc_port']}", "tiny")
+        assert engine.encode_queries(["hello"]).shape == (1, 16)
+        engine.close()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert _tritons_of(repository.resolve()) == []
+
+
+def test_lir_serve_errors(server, tmp_path):
+    taken = _serve("--repository", str(server.repository), "--http-port", server.http_url.rsplit(":", 1)[1])
+    assert taken.wait(timeout=60) == 1
+    assert taken.stderr.read() == f"lir-serve: error: http port {server.ports['http']} on 127.0.0.1 is taken\n"
+    missing = _serve("--repository", str(tmp_path / "none"))
+    assert missing.wait(timeout=60) == 1 and "does not exist" in missing.stderr.read()
+
+
+def test_a_model_that_fails_to_load_is_named(tmp_path):
+    broken = tmp_path / "repo" / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 1\n'
+        'input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+    )
+    (broken / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights gone')\n"
+    )
+    ports = {k.replace("_", "-"): str(v) for k, v in _ports().items()}
+    serve = _serve(
+        "--repository", str(tmp_path / "repo"), *[x for k, v in ports.items() for x in (f"--{k}", v)], env=os.environ
+    )
+    assert serve.wait(timeout=120) == 1
+    error = serve.stderr.read()
+    assert error.startswith("lir-serve: error: model 'broken' failed to load") and "weights gone" in error
+    assert _tritons_of((tmp_path / "repo").resolve()) == []
