@@ -35,6 +35,7 @@ test: $(STAMP)
 
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact
+	$(BIN)/python benchmarks/bench_serving.py --model $(MODEL) --data $(DATA)/scifact
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from lir.clients.dense_index import DenseIndex
 from lir.clients.onnx_engine import OnnxEngine
-
 from lir.collections import iter_docs, read_queries
 from lir.manifest import load_manifest
 
@@ -52,6 +52,7 @@ def measure(encode_docs, encode_query, docs: list[str], queries: list[str]) -> d
 
 def torch_systems(model_dir: Path, threads: int):
     import torch
+
     from lir.train import BiEncoderModule
 
     torch.set_num_threads(threads)
@@ -59,8 +60,9 @@ def torch_systems(model_dir: Path, threads: int):
     source = manifest.provenance["source"]
     systems = {}
     try:
-        from lir.train.hub import resolve_model_path
         from sentence_transformers import SentenceTransformer
+
+        from lir.train.hub import resolve_model_path
 
         st = SentenceTransformer(str(resolve_model_path(source)), device="cpu")
         st.max_seq_length = manifest.doc.max_length

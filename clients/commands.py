@@ -11,7 +11,6 @@ from pathlib import Path
 from lir.clients.dense_index import DenseIndex
 from lir.clients.engines import open_engine
 from lir.clients.retriever import Retriever
-
 from lir.collections import iter_docs, read_qrels_spec, read_queries
 from lir.errors import LirError
 from lir.metrics import DEFAULT_MEASURES, evaluate, format_table

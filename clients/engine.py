@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from lir.clients.batching import length_batches
 from tqdm.auto import tqdm
 
-from lir.errors import LirError
-from lir.manifest import Manifest
+from lir.clients.batching import length_batches
+from lir.manifest import Manifest, check_role
 from lir.tokenization import TextEncoder, pad_batch
 
 
@@ -44,9 +43,7 @@ class Engine(ABC):
         progress: bool = False,
     ) -> np.ndarray:
         """[N, D] float32 embeddings of `texts` in input order."""
-        if role not in self._encoders:
-            raise LirError(f"unknown role {role!r}: expected query or doc")
-        encoder = self._encoders[role]
+        encoder = self._encoders[check_role(role)]
         ids = encoder.encode(texts)
         out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
         lengths = [len(seq) for seq in ids]

@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from lir.clients.engine import Engine
 from lir.clients.onnx_engine import OnnxEngine
-
 from lir.errors import LirError
 
 TRITON_SCHEMES = {"triton": "grpc", "triton+grpc": "grpc", "triton+http": "http"}

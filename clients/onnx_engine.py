@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from lir.clients.engine import Engine
 
+from lir.clients.engine import Engine
 from lir.errors import LirError
 from lir.manifest import load_manifest, verified_file
 

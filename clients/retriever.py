@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 from lir.clients.dense_index import DenseIndex
 from lir.clients.engine import Engine
-
 from lir.errors import LirError
 from lir.trec import Run
 

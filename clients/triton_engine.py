@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from lir.clients.engine import Engine
 
+from lir.clients.engine import Engine
 from lir.errors import LirError
-from lir.manifest import load_manifest
+from lir.manifest import check_role, load_manifest
 from lir.tokenization import as_text
 
 PROTOCOLS = ("grpc", "http")
@@ -141,8 +141,7 @@ class TritonEngine(Engine):
     ) -> np.ndarray:
         if self.mode == "ids":
             return super().encode(texts, role, batch_size, max_tokens, progress)
-        if role not in ("query", "doc"):
-            raise LirError(f"unknown role {role!r}: expected query or doc")
+        check_role(role)
         clean = [as_text(t, i, role).encode("utf-8") for i, t in enumerate(texts)]
         chunks = [clean[i : i + batch_size] for i in range(0, len(clean), batch_size)]
 
@@ -150,10 +149,11 @@ class TritonEngine(Engine):
             array = np.array(chunk, dtype=object).reshape(-1, 1)
             return self._infer(self.model, {"TEXT": array}, "EMBEDDINGS", {"role": role})
 
-        if not chunks:
-            return np.empty((0, self._dim), np.float32)
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            parts = list(pool.map(send, chunks))
+        if len(chunks) <= 1:  # one request: no thread hop
+            parts = [send(chunk) for chunk in chunks] or [np.empty((0, self._dim), np.float32)]
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(chunks))) as pool:
+                parts = list(pool.map(send, chunks))
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def close(self) -> None:

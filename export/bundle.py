@@ -13,6 +13,9 @@ import onnxruntime as ort
 import tokenizers
 import torch
 import transformers
+
+from lir import __version__
+from lir.errors import LirError
 from lir.export.graphs import (
     OPSET,
     EncoderGraph,
@@ -25,14 +28,11 @@ from lir.export.graphs import (
 from lir.export.limits import FP32_TOLERANCE, MIN_COSINE, ParityError
 from lir.export.parity import ProbeSet, Reference, effectiveness, find_probe_data, load_probes
 from lir.export.triton_repository import write_graph_models, write_text_endpoint
-from lir.train.checkpoints import load_bi_encoder
-from lir.train.module import BiEncoderModule
-
-from lir import __version__
-from lir.errors import LirError
 from lir.files import atomic_directory, sha256_file
 from lir.manifest import Graph, Manifest, TextRules, TokenizerSpec, Variant, load_manifest
 from lir.tokenization import TextEncoder
+from lir.train.checkpoints import load_bi_encoder
+from lir.train.module import BiEncoderModule
 
 GRAPH = "encoder"
 

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lir.export.limits import FP32_TOLERANCE, ParityError
-
 from lir.errors import LirError
+from lir.export.limits import FP32_TOLERANCE, ParityError
 
 
 def build_parser() -> argparse.ArgumentParser:

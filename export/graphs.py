@@ -12,11 +12,11 @@ from pathlib import Path
 
 import onnx
 import torch
-from lir.train.bi_encoder import BiEncoderModel
 from torch import nn
 
 from lir.errors import LirError
 from lir.manifest import TensorSpec
+from lir.train.bi_encoder import BiEncoderModel
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "embeddings"

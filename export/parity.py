@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from lir.train.module import BiEncoderModule
 
 from lir.collections import iter_docs, read_qrels_spec, read_queries
 from lir.metrics import evaluate
 from lir.tokenization import pad_batch
+from lir.train.module import BiEncoderModule
 
 BATCH_SIZES = (1, 7, 32)
 FALLBACK_TEXTS = [

@@ -3,7 +3,8 @@
 Layout in the model repository (one source of truth for the ONNX files):
 
     <name>/                  the exported model, also the text endpoint (python backend: strings in,
-      config.pbtxt           tokenized on the server by the manifest's rules, embeddings out)
+      config.pbtxt           tokenized on the server by the manifest's rules, embeddings out; CPU)
+      configs/onnxruntime.pbtxt   the same on a GPU (onnxruntime-gpu in the image)
       1/model.py
       manifest.json, tokenizer.json, encoder.onnx, ...
     <name>.<graph>/          token ids in, embeddings out
@@ -24,7 +25,7 @@ from lir.manifest import Graph, Manifest
 
 MAX_BATCH = 64
 PREFERRED_BATCHES = (8, 32)
-QUEUE_DELAY_US = 2000
+QUEUE_DELAY_US = 100
 TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
 TEXT_SHIM = "from lir.serving.triton_models import TextEncoderModel as TritonPythonModel  # noqa: F401\n"
 GRAPH_SHIM = "from lir.serving.triton_models import GraphModel as TritonPythonModel  # noqa: F401\n"
@@ -50,14 +51,17 @@ def _fingerprint(manifest: Manifest) -> dict[str, str]:
     return {"lir_model": manifest.name, "doc_encoder_sha256": doc_graph.variants["fp32"].sha256}
 
 
-def text_endpoint_config(manifest: Manifest, variant: str = "fp32") -> str:
+def text_endpoint_config(manifest: Manifest, device: str = "cpu", variant: str = "fp32") -> str:
     """config.pbtxt of the text endpoint: TEXT strings → EMBEDDINGS; the role is a request parameter."""
     return (
         'backend: "python"\n'
         f"max_batch_size: {MAX_BATCH}\n"
         f"input [\n{_tensor('TEXT', 'TYPE_STRING', [1])}\n]\n"
         f"output [\n{_tensor('EMBEDDINGS', 'TYPE_FP32', [manifest.embedding_dim])}\n]\n"
-        + _common({"variant": variant} | _fingerprint(manifest), "KIND_CPU")
+        + _common(
+            {"variant": variant, "device": device} | _fingerprint(manifest),
+            "KIND_GPU" if device == "cuda" else "KIND_CPU",
+        )
     )
 
 
@@ -85,6 +89,8 @@ def graph_config(manifest: Manifest, graph: Graph, backend: str) -> str:
 def write_text_endpoint(directory: Path, manifest: Manifest) -> None:
     """Make an exported model directory a Triton model too (config.pbtxt and 1/model.py)."""
     (directory / "config.pbtxt").write_text(text_endpoint_config(manifest))
+    (directory / "configs").mkdir(exist_ok=True)
+    (directory / "configs" / "onnxruntime.pbtxt").write_text(text_endpoint_config(manifest, device="cuda"))
     (directory / "1").mkdir(exist_ok=True)
     (directory / "1" / "model.py").write_text(TEXT_SHIM)
 

@@ -25,6 +25,13 @@ VARIANTS = ("fp32", "int8", "fp16")
 ROLES = ("query", "doc")
 
 
+def check_role(role: str) -> str:
+    """`role` if it is 'query' or 'doc', else a one-line error."""
+    if role not in ROLES:
+        raise LirError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    return role
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One graph input or output: name, element type and shape (str entries are dynamic axes)."""
@@ -95,9 +102,7 @@ class Manifest:
 
     def rules(self, role: str) -> TextRules:
         """The text rules of `role` ('query' or 'doc')."""
-        if role not in ROLES:
-            raise LirError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
-        return self.query if role == "query" else self.doc
+        return self.query if check_role(role) == "query" else self.doc
 
     def encoder(self, role: str) -> tuple[str, Graph]:
         """The name and graph that encodes texts of `role`."""

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils  # provided by the Triton python backend stub
-from lir.clients.onnx_engine import OnnxEngine
 
+from lir.clients.onnx_engine import OnnxEngine
 from lir.errors import LirError
 from lir.tokenization import pad_batch
 
@@ -33,9 +33,14 @@ class TextEncoderModel:
     """Text endpoint of an exported model directory."""
 
     def initialize(self, args: dict) -> None:
-        variant = _parameters(args).get("variant", "fp32")
+        parameters = _parameters(args)
         threads = int(os.environ.get("LIR_TRITON_THREADS", "0")) or None
-        self.engine = OnnxEngine(Path(args["model_repository"]), variant=variant, threads=threads)
+        self.engine = OnnxEngine(
+            Path(args["model_repository"]),
+            variant=parameters.get("variant", "fp32"),
+            device=parameters.get("device", "cpu"),
+            threads=threads,
+        )
 
     def execute(self, requests: list) -> list:
         responses = []

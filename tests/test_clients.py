@@ -8,14 +8,14 @@ import shutil
 import faiss
 import numpy as np
 import pytest
+
 from lir.clients.dense_index import DenseIndex
 from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever
-from lir.train import BiEncoderModule
-
 from lir.errors import LirError
 from lir.manifest import load_manifest
 from lir.tokenization import TextEncoder
+from lir.train import BiEncoderModule
 
 
 def _scifact_texts(scifact, n):

@@ -8,10 +8,10 @@ is reproduced by `make demo`.
 from __future__ import annotations
 
 import pytest
+
 from lir.clients.dense_index import DenseIndex
 from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever
-
 from lir.metrics import evaluate
 from tests.subsets import scifact_subset
 

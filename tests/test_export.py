@@ -9,15 +9,15 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
+
 from lir.clients.onnx_engine import OnnxEngine
+from lir.errors import LirError
 from lir.export.bundle import export_model, verify_graph
 from lir.export.limits import ParityError
 from lir.export.parity import find_probe_data, load_probes
-from lir.train import BiEncoderModule
-from onnx import numpy_helper
-
-from lir.errors import LirError
 from lir.manifest import load_manifest
+from lir.train import BiEncoderModule
 
 
 def test_manifest_records_everything(tiny_export):

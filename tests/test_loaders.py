@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from lir.train import BiEncoderModule, load_bi_encoder
 from transformers import BertModel
 
 from lir.errors import LirError
+from lir.train import BiEncoderModule, load_bi_encoder
 from tests import builders
 
 TEXTS = ["What is the capital of Germany?", "Berlin is the capital of Germany. " * 30, "Paris."]

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lir.clients.dense_index import DenseIndex
 from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever
 from lir.clients.triton_engine import TritonEngine
-from lir.serving.server import SHM_GLOB, TritonServer, free_port
-
 from lir.errors import LirError
+from lir.serving.server import SHM_GLOB, TritonServer, free_port
 
 
 def _ports() -> dict[str, int]:
@@ -194,3 +194,13 @@ def test_a_model_that_fails_to_load_is_named(tmp_path):
     error = serve.stderr.read()
     assert error.startswith("lir-serve: error: model 'broken' failed to load") and "weights gone" in error
     assert _tritons_of((tmp_path / "repo").resolve()) == []
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose (1.29) is not installed")
+def test_compose_file_validates(tmp_path):
+    compose = Path(__file__).resolve().parents[1] / "serving" / "docker-compose.yml"
+    env = os.environ | {"LIR_REPOSITORY": str(tmp_path), "LIR_GRPC_PORT": "9001"}
+    done = subprocess.run(["docker-compose", "-f", str(compose), "config"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path}:/models:ro" in done.stdout and "published: 9001" in done.stdout
+    assert "--model-config-name=onnxruntime" in done.stdout and "runtime: nvidia" in done.stdout

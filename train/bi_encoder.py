@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from lir.train.pooling import POOLINGS, pool
 from torch import nn
 from transformers import PreTrainedModel
 
 from lir.errors import LirError
+from lir.train.pooling import POOLINGS, pool
 
 SIMILARITIES = ("dot", "cosine")
 ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh}

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lir.train.bi_encoder import BiEncoderModel, SingleVectorConfig
-from lir.train.hub import resolve_model_path
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
@@ -27,6 +25,8 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 
 from lir.errors import LirError
 from lir.files import read_json
+from lir.train.bi_encoder import BiEncoderModel, SingleVectorConfig
+from lir.train.hub import resolve_model_path
 
 SINGLE_VECTOR_TYPES = ("lir-dpr", "bi-encoder", "single-vector-bi-encoder")
 LATER_TYPES = (

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
 
 from lir.manifest import TextRules
 from lir.tokenization import TextEncoder, pad_batch
+from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
 
 
 @dataclass
