@@ -17,6 +17,7 @@ import triton_python_backend_utils as pb_utils  # provided by the Triton python 
 
 from lir.clients.onnx_engine import OnnxEngine
 from lir.errors import LirError
+from lir.manifest import check_role
 from lir.tokenization import pad_batch
 
 
@@ -43,16 +44,36 @@ class TextEncoderModel:
         )
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
+        """Encode the texts of all requests of a role together, then answer each request with its rows."""
+        responses: list = [None] * len(requests)
+        by_role: dict[str, list[tuple[int, list]]] = {}
+        for position, request in enumerate(requests):
             try:
-                role = json.loads(request.parameters() or "{}").get("role", "query")
-                raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-                embeddings = self.engine.encode(list(raw), role)
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDINGS", embeddings)]))
+                role = check_role(json.loads(request.parameters() or "{}").get("role", "query"))
             except LirError as exc:
-                responses.append(_error(str(exc)))
+                responses[position] = _error(str(exc))
+                continue
+            texts = list(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1))
+            by_role.setdefault(role, []).append((position, texts))
+        for role, members in by_role.items():
+            try:
+                embeddings = self.engine.encode([t for _, texts in members for t in texts], role)
+            except LirError:  # answer each request on its own, so one bad text fails only its request
+                for position, texts in members:
+                    responses[position] = self._single(texts, role)
+                continue
+            start = 0
+            for position, texts in members:
+                rows = embeddings[start : start + len(texts)]
+                responses[position] = pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDINGS", rows)])
+                start += len(texts)
         return responses
+
+    def _single(self, texts: list, role: str):
+        try:
+            return pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDINGS", self.engine.encode(texts, role))])
+        except LirError as exc:
+            return _error(str(exc))
 
 
 class GraphModel:

@@ -204,3 +204,13 @@ def test_compose_file_validates(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"{tmp_path}:/models:ro" in done.stdout and "published: 9001" in done.stdout
     assert "--model-config-name=onnxruntime" in done.stdout and "runtime: nvidia" in done.stdout
+
+
+def test_a_missing_binary_is_one_clear_line(monkeypatch, tmp_path):
+    import importlib.util
+
+    from lir.serving import server as server_module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(LirError, match="tritonserver binary is missing: pip install --no-deps nvidia-pytriton"):
+        server_module.triton_install()
