@@ -57,11 +57,10 @@ class TritonEngine(Engine):
         if not ready:
             raise LirError(f"no Triton server ready at {url} ({protocol}): is lir-serve running?")
         try:
-            config = (
-                client.get_model_config(model, as_json=True)["config"]
-                if protocol == "grpc"
-                else (client.get_model_config(model))
-            )
+            if protocol == "grpc":
+                config = client.get_model_config(model, as_json=True)["config"]
+            else:
+                config = client.get_model_config(model)
         except Exception as exc:
             raise LirError(f"model {model!r} is not ready on {url}: {_first_line(exc)}") from None
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
@@ -95,11 +94,8 @@ class TritonEngine(Engine):
                 import tritonclient.grpc as module
             else:
                 import tritonclient.http as module
-            client = (
-                module.InferenceServerClient(self.url, network_timeout=self.timeout)
-                if (self.protocol == "http")
-                else module.InferenceServerClient(self.url)
-            )
+            options = {"network_timeout": self.timeout} if self.protocol == "http" else {}
+            client = module.InferenceServerClient(self.url, **options)
             self._local.client = client
             self._local.module = module
             self._clients.append(client)
