@@ -214,3 +214,42 @@ def test_a_missing_binary_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LirError, match="tritonserver binary is missing: pip install --no-deps nvidia-pytriton"):
         server_module.triton_install()
+
+
+def test_lir_search_through_triton_equals_embedded(server, tiny_export, scifact, tmp_path):
+    from lir.trec import read_run
+
+    def lir(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "lir.cli", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join((scifact / "corpus.jsonl").read_text().splitlines()[:120]) + "\n")
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\tcancer and smoking\nq2\tprotein folding\nq3\tvitamin D and bones\n")
+    lir("index", "--engine", str(tiny_export), "--corpus", str(corpus), "--output", str(tmp_path / "index"))
+    runs = {}
+    for name, url in (
+        ("embedded", None),
+        ("grpc", f"triton://{server.grpc_url}/tiny"),
+        ("http", f"triton+http://{server.http_url}/tiny"),
+        ("ids", f"triton://{server.grpc_url}/tiny?mode=ids&model_dir={tiny_export}"),
+    ):
+        engine = ["--engine", url] if url else []
+        lir(
+            "search",
+            "--index",
+            str(tmp_path / "index"),
+            "--queries",
+            str(queries),
+            "-k",
+            "20",
+            "--output",
+            str(tmp_path / f"{name}.trec"),
+            *engine,
+        )
+        runs[name] = read_run(tmp_path / f"{name}.trec")
+    for name in ("grpc", "http", "ids"):
+        for qid, docs in runs["embedded"].items():
+            assert list(runs[name][qid]) == list(docs), name
+            np.testing.assert_allclose(list(runs[name][qid].values()), list(docs.values()), atol=2e-6)
