@@ -62,9 +62,8 @@ class Engine(ABC):
 
     @property
     def fingerprint(self) -> dict[str, str]:
-        """What identifies the model an index must be searched with: its name and doc graph checksum."""
-        _, graph = self.manifest.encoder("doc")
-        return {"model": self.manifest.name, "doc_encoder_sha256": graph.variants["fp32"].sha256}
+        """What identifies the model an index must be searched with (see `Manifest.fingerprint`)."""
+        return self.manifest.fingerprint
 
     def close(self) -> None:  # noqa: B027 - engines without resources need not override it
         """Release resources (sessions, connections)."""

@@ -47,8 +47,9 @@ def _common(parameters: dict[str, str], kind: str) -> str:
 
 
 def _fingerprint(manifest: Manifest) -> dict[str, str]:
-    _, doc_graph = manifest.encoder("doc")
-    return {"lir_model": manifest.name, "doc_encoder_sha256": doc_graph.variants["fp32"].sha256}
+    """The manifest's fingerprint as config parameters (`lir_model`, `doc_encoder_sha256`)."""
+    fingerprint = manifest.fingerprint
+    return {"lir_model": fingerprint["model"], "doc_encoder_sha256": fingerprint["doc_encoder_sha256"]}
 
 
 def text_endpoint_config(manifest: Manifest, device: str = "cpu", variant: str = "fp32") -> str:

@@ -110,6 +110,12 @@ class Manifest:
         name = self.encoders[role]
         return name, self.graphs[name]
 
+    @property
+    def fingerprint(self) -> dict[str, str]:
+        """What identifies the model an index must be searched with: its name and doc graph checksum."""
+        _, graph = self.encoder("doc")
+        return {"model": self.name, "doc_encoder_sha256": graph.variants["fp32"].sha256}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
