@@ -77,10 +77,10 @@ def torch_systems(model_dir: Path, threads: int):
     def lir_docs(texts):
         order = np.argsort([-len(t) for t in texts])
         out = np.empty((len(texts), module.model.embedding_dim), np.float32)
-        out[order] = module.encode_numpy([texts[i] for i in order], "doc", batch_size=32)
+        out[order] = module.encode([texts[i] for i in order], "doc", batch_size=32)
         return out
 
-    systems["PyTorch eager (lir.train)"] = (lir_docs, lambda text: module.encode_numpy([text], "query")[0])
+    systems["PyTorch eager (lir.train)"] = (lir_docs, lambda text: module.encode([text], "query")[0])
     return systems
 
 

@@ -19,10 +19,18 @@ from lir.files import atomic_write_text, read_json, sha256_file
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lir-model"
 FORMAT_VERSION = 1
-FAMILIES = ("single-vector",)
+FAMILIES = ("single-vector", "multi-vector", "sparse")
+AGGREGATIONS = ("sum", "mean")
 SIMILARITIES = ("dot", "cosine")
 VARIANTS = ("fp32", "int8", "fp16")
 ROLES = ("query", "doc")
+OUTPUTS = {
+    "single-vector": ("embeddings",),
+    "multi-vector": ("embeddings", "scoring_mask"),
+    "sparse": ("term_ids", "weights"),
+}
+"""The outputs of each family's encoder graphs: one vector; token vectors and which of them score;
+the top-k vocabulary terms and their weights (zero weight = no term)."""
 
 
 def check_role(role: str) -> str:
@@ -67,11 +75,15 @@ class TextRules:
 
     `max_length` counts every token, special and marker tokens included. `prefix` is prepended to the
     text (sentence-transformers prompts); `marker` is a token inserted right after the first token.
+    `expansion_token` (ColBERT's query `[MASK]`) pads every sequence to `max_length`; those tokens are
+    attended by the others when `attend_expansion`, and always scored.
     """
 
     max_length: int
     prefix: str = ""
     marker: str | None = None
+    expansion_token: str | None = None
+    attend_expansion: bool = True
 
 
 @dataclass
@@ -84,7 +96,13 @@ class TokenizerSpec:
 
 @dataclass
 class Manifest:
-    """Everything a consumer of an exported model needs to know."""
+    """Everything a consumer of an exported model needs to know.
+
+    `embedding_dim` is the vector size (single-vector), the token vector size (multi-vector) or the
+    vocabulary size (sparse). Multi-vector models name their `aggregation` over query tokens (`sum` or
+    `mean` of the per-token maxima) and may name a `scorer` graph (late interaction of padded token
+    vectors); sparse models give the number of terms (`top_k`) their encoder graph returns per text.
+    """
 
     name: str
     family: str
@@ -96,6 +114,9 @@ class Manifest:
     doc: TextRules
     encoders: dict[str, str]
     graphs: dict[str, Graph]
+    aggregation: str | None = None
+    top_k: int | None = None
+    scorer: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -148,6 +169,9 @@ class Manifest:
                 doc=TextRules(**data["doc"]),
                 encoders=dict(data["encoders"]),
                 graphs=graphs,
+                aggregation=data.get("aggregation"),
+                top_k=int(data["top_k"]) if data.get("top_k") is not None else None,
+                scorer=data.get("scorer"),
                 provenance=dict(data.get("provenance", {})),
                 format=data.get("format", ""),
                 format_version=int(data.get("format_version", 0)),
@@ -173,12 +197,36 @@ class Manifest:
                 raise LirError(f"invalid manifest: the {role} encoder names no graph of the manifest")
             if self.rules(role).max_length < 2:
                 raise LirError(f"invalid manifest: {role} max_length must be at least 2")
+        self._validate_family()
         for name, graph in self.graphs.items():
             if "fp32" not in graph.variants:
                 raise LirError(f"invalid manifest: graph {name!r} has no fp32 variant")
             unknown = set(graph.variants) - set(VARIANTS)
             if unknown:
                 raise LirError(f"invalid manifest: graph {name!r} has unknown variants {sorted(unknown)}")
+
+    def _validate_family(self) -> None:
+        multi, sparse = self.family == "multi-vector", self.family == "sparse"
+        if multi != (self.aggregation is not None) or (multi and self.aggregation not in AGGREGATIONS):
+            raise LirError(
+                f"invalid manifest: aggregation {self.aggregation!r} does not fit a {self.family} model "
+                f"(multi-vector models need one of {', '.join(AGGREGATIONS)})"
+            )
+        if sparse != (self.top_k is not None) or (sparse and self.top_k < 1):
+            what = "a sparse model needs a positive" if sparse else "only sparse models have a"
+            raise LirError(f"invalid manifest: {what} top_k")
+        if self.scorer is not None and (not multi or self.scorer not in self.graphs):
+            raise LirError(f"invalid manifest: scorer {self.scorer!r} names no graph of a multi-vector model")
+        for role in ROLES:
+            rules = self.rules(role)
+            if rules.expansion_token is not None and not multi:
+                raise LirError(f"invalid manifest: {role} expansion is for multi-vector models only")
+            outputs = [t.name for t in self.graphs[self.encoders[role]].outputs]
+            if outputs != list(OUTPUTS[self.family]):
+                raise LirError(
+                    f"invalid manifest: the {role} encoder of a {self.family} model must output "
+                    f"{', '.join(OUTPUTS[self.family])}, not {', '.join(outputs)}"
+                )
 
 
 def load_manifest(directory: str | Path) -> Manifest:

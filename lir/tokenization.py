@@ -2,7 +2,8 @@
 
 One `TextEncoder` per role turns texts into token ids exactly as the manifest says: optional prefix,
 truncation to `max_length` (special and marker tokens counted), optional marker token right after the
-first token. `pad_batch` pads a batch to its longest member.
+first token, optional expansion to `max_length` (ColBERT's query `[MASK]` padding). `TextEncoder.batch`
+pads a batch to its longest member with the attention mask the rules ask for.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ class TextEncoder:
         self.pad_token_id = pad_token_id
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_padding()
-        self._marker_id: int | None = None
-        budget = rules.max_length
-        if rules.marker is not None:
-            marker_id = self._tokenizer.token_to_id(rules.marker)
-            if marker_id is None:
-                raise LirError(f"marker token {rules.marker!r} is not in the tokenizer's vocabulary")
-            self._marker_id = marker_id
-            budget -= 1
-        self._tokenizer.enable_truncation(max_length=budget)
+        self._marker_id = self._token_id(rules.marker, "marker")
+        self.expansion_id = self._token_id(rules.expansion_token, "expansion")
+        self._tokenizer.enable_truncation(max_length=rules.max_length - (self._marker_id is not None))
+
+    def _token_id(self, token: str | None, what: str) -> int | None:
+        if token is None:
+            return None
+        found = self._tokenizer.token_to_id(token)
+        if found is None:
+            raise LirError(f"{what} token {token!r} is not in the tokenizer's vocabulary")
+        return found
 
     @classmethod
     def from_manifest(cls, directory: str | Path, manifest: Manifest, role: str) -> TextEncoder:
@@ -72,7 +75,16 @@ class TextEncoder:
         ids = [e.ids for e in encodings]
         if self._marker_id is not None:
             ids = [[seq[0], self._marker_id, *seq[1:]] for seq in ids]
+        if self.expansion_id is not None:
+            ids = [seq + [self.expansion_id] * (self.rules.max_length - len(seq)) for seq in ids]
         return ids
+
+    def batch(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Pad token id lists into (input_ids, attention_mask); unattended expansion tokens get mask 0."""
+        input_ids, attention_mask = pad_batch(sequences, self.pad_token_id)
+        if self.expansion_id is not None and not self.rules.attend_expansion:
+            attention_mask[input_ids == self.expansion_id] = 0
+        return input_ids, attention_mask
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ def _scifact_texts(scifact, n):
 
 def test_embedded_minilm_equals_pytorch(minilm_export, scifact):
     texts, _ = _scifact_texts(scifact, 24)
-    reference = BiEncoderModule("sentence-transformers/all-MiniLM-L6-v2").encode_numpy(texts, "doc", batch_size=1)
+    reference = BiEncoderModule("sentence-transformers/all-MiniLM-L6-v2").encode(texts, "doc", batch_size=1)
     engine = OnnxEngine(minilm_export)
     np.testing.assert_allclose(engine.encode_docs(texts, batch_size=8), reference, atol=1e-5)
     np.testing.assert_allclose(engine.encode_docs(texts, batch_size=1), reference, atol=1e-5)

@@ -44,7 +44,7 @@ def test_manifest_records_everything(tiny_export):
 @pytest.mark.parametrize("variant", ["fp32", "int8", "fp16"])
 def test_each_variant_runs_embedded(tiny_export, st_dir, scifact, variant):
     texts = [line[:3000] for line in (scifact / "corpus.jsonl").read_text().splitlines()[:20]]
-    reference = BiEncoderModule(str(st_dir)).encode_numpy(texts, "doc")
+    reference = BiEncoderModule(str(st_dir)).encode(texts, "doc")
     got = OnnxEngine(tiny_export, variant=variant).encode_docs(texts)
     cosine = (got * reference).sum(1)
     assert cosine.min() > (0.9999 if variant == "fp32" else 0.95)
@@ -71,7 +71,7 @@ def test_lightning_ir_export_matches_pytorch(dpr_dir, tmp_path, scifact):
     queries = ["what causes fever", "Aspirin and heart attacks " * 20]
     module = BiEncoderModule(str(dpr_dir))
     engine = OnnxEngine(exported)
-    np.testing.assert_allclose(engine.encode_queries(queries), module.encode_numpy(queries, "query"), atol=1e-4)
+    np.testing.assert_allclose(engine.encode_queries(queries), module.encode(queries, "query"), atol=1e-4)
 
 
 def _export_cli(*args: str) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ def test_sentence_transformers_layout_matches_sentence_transformers(st_dir):
     assert (config.pooling, config.normalize, config.similarity, config.doc_length) == ("mean", True, "cosine", 64)
     assert ours.model.embedding_dim == 16
     reference = SentenceTransformer(str(st_dir), device="cpu").encode(TEXTS, convert_to_numpy=True)
-    np.testing.assert_allclose(ours.encode_numpy(TEXTS, "doc"), reference, atol=1e-5)
+    np.testing.assert_allclose(ours.encode(TEXTS, "doc"), reference, atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "max"])
@@ -35,7 +35,7 @@ def test_sentence_transformers_poolings(tmp_path, pooling):
     from sentence_transformers import SentenceTransformer
 
     path = builders.sentence_transformers_dir(tmp_path / "st", dense=False, normalize=False, pooling=pooling)
-    ours = BiEncoderModule(str(path)).encode_numpy(TEXTS, "doc")
+    ours = BiEncoderModule(str(path)).encode(TEXTS, "doc")
     reference = SentenceTransformer(str(path), device="cpu").encode(TEXTS, convert_to_numpy=True)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
@@ -46,7 +46,7 @@ def test_real_minilm_matches_sentence_transformers(scifact):
     texts = [json.loads(line)["text"] for line in (scifact / "corpus.jsonl").read_text().splitlines()[:8]]
     ours = BiEncoderModule("sentence-transformers/all-MiniLM-L6-v2")
     reference = SentenceTransformer(str(builders.minilm_dir()), device="cpu").encode(texts)
-    np.testing.assert_allclose(ours.encode_numpy(texts, "doc"), reference, atol=1e-5)
+    np.testing.assert_allclose(ours.encode(texts, "doc"), reference, atol=1e-5)
 
 
 def _dpr_reference(path, texts, role_length, normalize=False):
@@ -73,8 +73,8 @@ def test_lightning_ir_dpr_current_keys(dpr_dir):
     config = module.model.config
     assert (config.pooling, config.similarity, config.normalize) == ("mean", "dot", False)
     assert (config.query_length, config.doc_length, module.model.embedding_dim) == (16, 48, 24)
-    np.testing.assert_allclose(module.encode_numpy(TEXTS, "doc"), _dpr_reference(dpr_dir, TEXTS, 48), atol=1e-5)
-    np.testing.assert_allclose(module.encode_numpy(TEXTS, "query"), _dpr_reference(dpr_dir, TEXTS, 16), atol=1e-5)
+    np.testing.assert_allclose(module.encode(TEXTS, "doc"), _dpr_reference(dpr_dir, TEXTS, 48), atol=1e-5)
+    np.testing.assert_allclose(module.encode(TEXTS, "query"), _dpr_reference(dpr_dir, TEXTS, 16), atol=1e-5)
     scores = module.score(TEXTS[0], TEXTS[1:]).scores
     assert scores.shape == (2,)
 
@@ -85,7 +85,7 @@ def test_lightning_ir_dpr_old_keys_and_vocab_only_tokenizer(tmp_path):
     module = BiEncoderModule(str(path))
     assert (module.model.config.pooling, module.model.config.normalize) == ("mean", True)
     expected = _dpr_reference(path, TEXTS, 48, normalize=True)
-    np.testing.assert_allclose(module.encode_numpy(TEXTS, "doc"), expected, atol=1e-5)
+    np.testing.assert_allclose(module.encode(TEXTS, "doc"), expected, atol=1e-5)
 
 
 def test_lightning_ir_marker_tokens_follow_cls(tmp_path):

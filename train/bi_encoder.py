@@ -9,6 +9,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lir.errors import LirError
+from lir.manifest import TextRules, check_role
 from lir.train.pooling import POOLINGS, pool
 
 SIMILARITIES = ("dot", "cosine")
@@ -35,9 +36,17 @@ class SingleVectorConfig:
         if self.similarity not in SIMILARITIES:
             raise LirError(f"unknown similarity {self.similarity!r} (known: {', '.join(SIMILARITIES)})")
 
+    def rules(self, role: str) -> TextRules:
+        """How texts of `role` become token ids."""
+        if check_role(role) == "query":
+            return TextRules(self.query_length, self.query_prefix, self.query_marker)
+        return TextRules(self.doc_length, self.doc_prefix, self.doc_marker)
+
 
 class BiEncoderModel(nn.Module):
     """Encodes token ids into one vector per text; `similarity` scores queries against documents."""
+
+    family = "single-vector"
 
     def __init__(
         self,

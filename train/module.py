@@ -1,4 +1,4 @@
-"""`BiEncoderModule`: a loaded model plus its text rules, with the paper's `score(query, docs)` convenience."""
+"""`BiEncoderModule`: a loaded bi-encoder of any family plus its text rules, with `score(query, docs)`."""
 
 from __future__ import annotations
 
@@ -8,24 +8,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lir.manifest import TextRules
-from lir.tokenization import TextEncoder, pad_batch
+from lir.tokenization import TextEncoder
 from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
+from lir.vectors import Encoded, MultiVectors, SparseVectors
 
 
 @dataclass
 class ScoreOutput:
-    """Scores of one query against each document, in input order, with the embeddings used."""
+    """Scores of one query against each document, in input order."""
 
     scores: torch.Tensor
-    query_embeddings: torch.Tensor
-    doc_embeddings: torch.Tensor
 
 
 class BiEncoderModule:
-    """PyTorch inference with a single-vector bi-encoder, tokenized by the core's rules.
+    """PyTorch inference with a single-vector, multi-vector or sparse bi-encoder, tokenized by the core's rules.
 
-    >>> module = BiEncoderModule("webis/bert-bi-encoder")          # doctest: +SKIP
+    >>> module = BiEncoderModule("webis/colbert")          # doctest: +SKIP
     >>> module.score("What is the capital of Germany?", ["Berlin is ...", "Paris is ..."]).scores
     """
 
@@ -37,13 +35,10 @@ class BiEncoderModule:
         )
         self.loaded = loaded
         self.model = loaded.model
-        config = self.model.config
+        self.family = self.model.family
         self.encoders = {
-            role: TextEncoder(loaded.tokenizer, rules, loaded.pad_token_id, role)
-            for role, rules in (
-                ("query", TextRules(config.query_length, config.query_prefix, config.query_marker)),
-                ("doc", TextRules(config.doc_length, config.doc_prefix, config.doc_marker)),
-            )
+            role: TextEncoder(loaded.tokenizer, self.model.config.rules(role), loaded.pad_token_id, role)
+            for role in ("query", "doc")
         }
 
     def tokenize(self, texts: Sequence[str], role: str) -> list[list[int]]:
@@ -51,23 +46,53 @@ class BiEncoderModule:
         return self.encoders[role].encode(texts)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], role: str, batch_size: int = 32) -> torch.Tensor:
-        """[N, D] embeddings of `texts`, batched in input order."""
-        ids = self.tokenize(texts, role)
-        parts = []
+    def forward_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray, role: str) -> tuple[torch.Tensor, ...]:
+        """The model's raw outputs for one padded batch: (embeddings,), (vectors, scoring mask) or (weights,)."""
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        if self.family == "multi-vector":
+            return self.model.encode(ids, mask, role)
+        return (self.model.encode(ids, mask),)
+
+    def encode(self, texts: Sequence[str], role: str, batch_size: int = 32) -> Encoded:
+        """Texts → the family's packed form (numpy): [N, D] array, `MultiVectors` or `SparseVectors`."""
+        encoder = self.encoders[role]
+        ids = encoder.encode(texts)
+        parts: list = []
         for start in range(0, len(ids), batch_size):
-            input_ids, mask = pad_batch(ids[start : start + batch_size], self.loaded.pad_token_id)
-            parts.append(self.model.encode(torch.from_numpy(input_ids), torch.from_numpy(mask)))
-        return torch.cat(parts) if parts else torch.empty(0, self.model.embedding_dim)
+            outputs = self.forward_batch(*encoder.batch(ids[start : start + batch_size]), role)
+            if self.family == "multi-vector":
+                vectors, mask = outputs
+                parts.extend(v[m].numpy() for v, m in zip(vectors, mask, strict=True))
+            else:
+                parts.append(outputs[0].numpy())
+        dim = self.model.embedding_dim
+        if self.family == "multi-vector":
+            return MultiVectors.from_list(parts, dim)
+        dense = np.concatenate(parts).astype(np.float32) if parts else np.empty((0, dim), np.float32)
+        if self.family == "sparse":
+            return sparse_rows(dense)
+        return dense
 
     @torch.inference_mode()
-    def score(self, query: str, docs: Sequence[str]) -> ScoreOutput:
-        """Scores of `query` against each of `docs` (the model's similarity)."""
-        query_embeddings = self.encode([query], "query")
-        doc_embeddings = self.encode(docs, "doc")
-        scores = self.model.similarity(query_embeddings, doc_embeddings)[0]
-        return ScoreOutput(scores, query_embeddings, doc_embeddings)
+    def score(self, query: str, docs: Sequence[str], batch_size: int = 32) -> ScoreOutput:
+        """Scores of `query` against each of `docs` with the model's own similarity (PyTorch)."""
+        q_ids = self.encoders["query"].batch(self.tokenize([query], "query"))
+        doc_ids = self.tokenize(docs, "doc")
+        query_out = self.forward_batch(*q_ids, "query")
+        scores = []
+        for start in range(0, len(doc_ids), batch_size):
+            doc_out = self.forward_batch(*self.encoders["doc"].batch(doc_ids[start : start + batch_size]), "doc")
+            if self.family == "multi-vector":
+                scores.append(self.model.similarity(*query_out, *doc_out)[0])
+            else:
+                scores.append(self.model.similarity(query_out[0], doc_out[0])[0])
+        return ScoreOutput(torch.cat(scores) if scores else torch.empty(0))
 
-    def encode_numpy(self, texts: Sequence[str], role: str, batch_size: int = 32) -> np.ndarray:
-        """`encode` as a float32 numpy array."""
-        return self.encode(texts, role, batch_size).numpy().astype(np.float32)
+
+def sparse_rows(dense: np.ndarray) -> SparseVectors:
+    """The nonzero entries of [N, V] weights as `SparseVectors`."""
+    rows, cols = np.nonzero(dense > 0)
+    lengths = np.bincount(rows, minlength=len(dense))
+    offsets = np.zeros(len(dense) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return SparseVectors(cols.astype(np.int32), dense[rows, cols].astype(np.float32), offsets, dense.shape[1])

@@ -1,0 +1,148 @@
+"""What encoders return for many texts, packed, and how each family scores a query against documents.
+
+- single-vector: a float32 array [N, D];
+- multi-vector: `MultiVectors`, the scored token vectors of all texts in one [T, D] array with offsets;
+- sparse: `SparseVectors`, the nonzero (term id, weight) pairs of all texts with offsets (CSR rows).
+
+The scoring functions here are the reference for indexes, re-rankers and export checks (numpy only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lir.errors import LirError
+
+
+def _offsets(lengths: Sequence[int]) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+@dataclass
+class MultiVectors:
+    """Token vectors of N texts: text i owns rows `offsets[i]:offsets[i + 1]` of `vectors`."""
+
+    vectors: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_list(cls, items: Sequence[np.ndarray], dim: int) -> MultiVectors:
+        """Pack a list of [L_i, D] arrays."""
+        vectors = np.concatenate(items) if items else np.empty((0, dim), np.float32)
+        return cls(np.ascontiguousarray(vectors, dtype=np.float32), _offsets([len(x) for x in items]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.vectors[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass
+class SparseVectors:
+    """Sparse vectors of N texts over a vocabulary of `dim` terms, as CSR rows sorted by term id."""
+
+    term_ids: np.ndarray
+    weights: np.ndarray
+    offsets: np.ndarray
+    dim: int
+
+    @classmethod
+    def from_topk(cls, term_ids: np.ndarray, weights: np.ndarray, dim: int) -> SparseVectors:
+        """Rows of an encoder graph's top-k output; zero weights are dropped."""
+        keep = weights > 0
+        order = np.argsort(np.where(keep, term_ids, dim), axis=1, kind="stable")
+        ids = np.take_along_axis(term_ids, order, axis=1)[np.take_along_axis(keep, order, axis=1)]
+        values = np.take_along_axis(weights, order, axis=1)[np.take_along_axis(keep, order, axis=1)]
+        return cls(ids.astype(np.int32), values.astype(np.float32), _offsets(keep.sum(axis=1)), dim)
+
+    @classmethod
+    def concat(cls, parts: Sequence[SparseVectors], dim: int) -> SparseVectors:
+        """The rows of several parts, in order."""
+        if not parts:
+            return cls(np.empty(0, np.int32), np.empty(0, np.float32), np.zeros(1, np.int64), dim)
+        lengths = np.concatenate([p.lengths for p in parts])
+        return cls(
+            np.concatenate([p.term_ids for p in parts]),
+            np.concatenate([p.weights for p in parts]),
+            _offsets(lengths),
+            dim,
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Term ids and weights of text i."""
+        span = slice(self.offsets[i], self.offsets[i + 1])
+        return self.term_ids[span], self.weights[span]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> SparseVectors:
+        """The given rows, in that order."""
+        parts = [self.row(int(i)) for i in rows]
+        return SparseVectors(
+            np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int32),
+            np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.float32),
+            _offsets([len(p[0]) for p in parts]),
+            self.dim,
+        )
+
+    def to_dense(self) -> np.ndarray:
+        """[N, dim] float32 (for small N: references and tests)."""
+        dense = np.zeros((len(self), self.dim), np.float32)
+        rows = np.repeat(np.arange(len(self)), self.lengths)
+        dense[rows, self.term_ids] = self.weights
+        return dense
+
+
+Encoded = np.ndarray | MultiVectors | SparseVectors
+
+
+def maxsim(query: np.ndarray, docs: MultiVectors, aggregation: str = "sum", chunk_tokens: int = 1 << 18) -> np.ndarray:
+    """Late interaction of one query's [Lq, D] token vectors with every document: [N] scores.
+
+    Each query token takes its best dot product over a document's tokens; those maxima are summed (or
+    averaged) over the query tokens. A document without scored tokens scores 0 per query token.
+    """
+    if aggregation not in ("sum", "mean"):
+        raise LirError(f"unknown aggregation {aggregation!r} (sum or mean)")
+    n = len(docs)
+    scores = np.zeros(n, np.float64)
+    lengths = docs.lengths
+    start = 0
+    while start < n:  # documents in chunks of about `chunk_tokens` tokens, to bound memory
+        stop = int(np.searchsorted(docs.offsets, docs.offsets[start] + chunk_tokens, side="right")) - 1
+        stop = min(max(stop, start + 1), n)
+        first, last = int(docs.offsets[start]), int(docs.offsets[stop])
+        sims = query @ docs.vectors[first:last].T  # [Lq, T_chunk]
+        nonempty = np.flatnonzero(lengths[start:stop] > 0)
+        if len(nonempty):
+            starts = docs.offsets[start:stop][nonempty] - first
+            best = np.maximum.reduceat(sims, starts, axis=1)  # [Lq, nonempty]
+            scores[start + nonempty] = best.sum(axis=0, dtype=np.float64)
+        start = stop
+    if aggregation == "mean":
+        scores /= max(len(query), 1)
+    return scores.astype(np.float32)
+
+
+def sparse_dot(query: tuple[np.ndarray, np.ndarray], docs: SparseVectors) -> np.ndarray:
+    """Dot products of one sparse query (term ids, weights) with every document: [N] scores."""
+    dense_query = np.zeros(docs.dim, np.float32)
+    dense_query[query[0]] = query[1]
+    products = dense_query[docs.term_ids] * docs.weights
+    rows = np.repeat(np.arange(len(docs)), docs.lengths)
+    return np.bincount(rows, weights=products, minlength=len(docs)).astype(np.float32)
