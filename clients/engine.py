@@ -1,4 +1,8 @@
-"""The engine interface: texts of a role → embeddings, whatever runs the graphs (embedded or Triton)."""
+"""The engine interface: texts of a role → encodings, whatever runs the graphs (embedded or Triton).
+
+Encodings are the model family's packed form (`lir.vectors`): an [N, D] array (single-vector),
+`MultiVectors` (multi-vector) or `SparseVectors` (sparse).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from tqdm.auto import tqdm
 
 from lir.clients.batching import length_batches
 from lir.manifest import Manifest, check_role
-from lir.tokenization import TextEncoder, pad_batch
+from lir.tokenization import TextEncoder
+from lir.vectors import Collector, Encoded
 
 
 class Engine(ABC):
@@ -28,11 +33,21 @@ class Engine(ABC):
 
     @property
     def embedding_dim(self) -> int:
+        """Vector size (single-vector), token vector size (multi-vector) or vocabulary size (sparse)."""
         return self.manifest.embedding_dim
 
+    @property
+    def family(self) -> str:
+        return self.manifest.family
+
+    @property
+    def aggregation(self) -> str | None:
+        """How a multi-vector model aggregates query tokens (`sum` or `mean`); None otherwise."""
+        return self.manifest.aggregation
+
     @abstractmethod
-    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """[B, L] ids and mask → [B, D] float32 embeddings."""
+    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """[B, L] ids and mask → the role's encoder outputs by name (`lir.manifest.OUTPUTS` of the family)."""
 
     def encode(
         self,
@@ -41,23 +56,22 @@ class Engine(ABC):
         batch_size: int = 32,
         max_tokens: int | None = 2048,
         progress: bool = False,
-    ) -> np.ndarray:
-        """[N, D] float32 embeddings of `texts` in input order."""
+    ) -> Encoded:
+        """The encodings of `texts` in input order."""
         encoder = self._encoders[check_role(role)]
         ids = encoder.encode(texts)
-        out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
+        collector = Collector(self.family, len(ids), self.embedding_dim)
         lengths = [len(seq) for seq in ids]
         with tqdm(total=len(ids), desc=f"encoding {role}s", unit=role, disable=not progress) as bar:
             for batch in length_batches(lengths, batch_size, max_tokens):
-                input_ids, mask = pad_batch([ids[i] for i in batch], encoder.pad_token_id)
-                out[batch] = self.run_batch(role, input_ids, mask)
+                collector.add(batch, self.run_batch(role, *encoder.batch([ids[i] for i in batch])))
                 bar.update(len(batch))
-        return out
+        return collector.result()
 
-    def encode_queries(self, texts: Sequence[str], **options) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], **options) -> Encoded:
         return self.encode(texts, "query", **options)
 
-    def encode_docs(self, texts: Sequence[str], **options) -> np.ndarray:
+    def encode_docs(self, texts: Sequence[str], **options) -> Encoded:
         return self.encode(texts, "doc", **options)
 
     @property

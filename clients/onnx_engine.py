@@ -42,10 +42,12 @@ class OnnxEngine(Engine):
                 path = verified_file(self.directory, graph.variants[variant])
                 self._sessions[name] = ort.InferenceSession(str(path), options, providers=DEVICES[device])
         self._graph_of = {role: self.manifest.encoders[role] for role in ("query", "doc")}
+        self._outputs = {name: [o.name for o in session.get_outputs()] for name, session in self._sessions.items()}
 
-    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        session = self._sessions[self._graph_of[role]]
-        return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        name = self._graph_of[role]
+        found = self._sessions[name].run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return dict(zip(self._outputs[name], found, strict=True))
 
     def close(self) -> None:
         self._sessions.clear()

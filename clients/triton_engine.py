@@ -19,15 +19,16 @@ import numpy as np
 
 from lir.clients.engine import Engine
 from lir.errors import LirError
-from lir.manifest import check_role, load_manifest
+from lir.manifest import OUTPUTS, check_role, load_manifest
 from lir.tokenization import as_text
+from lir.vectors import Collector, Encoded
 
 PROTOCOLS = ("grpc", "http")
 RETRIES = 2
 
 
 class TritonEngine(Engine):
-    """Embeddings from a Triton server that serves an export of lir."""
+    """Encodings from a Triton server that serves an export of lir (any model family)."""
 
     def __init__(
         self,
@@ -68,7 +69,11 @@ class TritonEngine(Engine):
             "model": parameters.get("lir_model", model),
             "doc_encoder_sha256": parameters.get("doc_encoder_sha256", ""),
         }
-        self._dim = int(config["output"][0]["dims"][-1])
+        self._family = parameters.get("family", "single-vector")
+        if self._family not in OUTPUTS:
+            raise LirError(f"model {model!r} on {url} is of unknown family {self._family!r}")
+        self._aggregation = parameters.get("aggregation") or None
+        self._dim = int(parameters.get("embedding_dim") or config["output"][0]["dims"][-1])
         if mode == "ids":
             super().__init__(model_dir, load_manifest(model_dir))
             if self.manifest.name != self._fingerprint["model"]:
@@ -81,6 +86,14 @@ class TritonEngine(Engine):
     @property
     def embedding_dim(self) -> int:
         return self._dim
+
+    @property
+    def family(self) -> str:
+        return self._family
+
+    @property
+    def aggregation(self) -> str | None:
+        return self._aggregation
 
     @property
     def fingerprint(self) -> dict[str, str]:
@@ -101,7 +114,9 @@ class TritonEngine(Engine):
             self._clients.append(client)
         return client
 
-    def _infer(self, model: str, inputs: dict[str, np.ndarray], output: str, parameters: dict | None = None):
+    def _infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], parameters: dict | None = None
+    ) -> dict[str, np.ndarray]:
         client = self._client()
         module = self._local.module
         tensors = []
@@ -109,12 +124,12 @@ class TritonEngine(Engine):
             tensor = module.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "INT64")
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
-        wanted = [module.InferRequestedOutput(output)]
+        wanted = [module.InferRequestedOutput(name) for name in outputs]
         options = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         for attempt in range(RETRIES + 1):
             try:
                 result = client.infer(model, tensors, outputs=wanted, parameters=parameters, **options)
-                return result.as_numpy(output)
+                return {name: result.as_numpy(name) for name in outputs}
             except Exception as exc:
                 message = _first_line(exc)
                 retry = "unavailable" in message.lower() or "connection" in message.lower()
@@ -123,9 +138,10 @@ class TritonEngine(Engine):
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         graph = f"{self.model}.{self.manifest.encoders[role]}"
-        return self._infer(graph, {"input_ids": input_ids, "attention_mask": attention_mask}, "embeddings")
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self._infer(graph, feeds, OUTPUTS[self.family])
 
     def encode(
         self,
@@ -134,23 +150,28 @@ class TritonEngine(Engine):
         batch_size: int = 32,
         max_tokens: int | None = 2048,
         progress: bool = False,
-    ) -> np.ndarray:
+    ) -> Encoded:
         if self.mode == "ids":
             return super().encode(texts, role, batch_size, max_tokens, progress)
         check_role(role)
         clean = [as_text(t, i, role).encode("utf-8") for i, t in enumerate(texts)]
-        chunks = [clean[i : i + batch_size] for i in range(0, len(clean), batch_size)]
+        starts = range(0, len(clean), batch_size)
+        names = OUTPUTS[self._family]
 
-        def send(chunk: list[bytes]) -> np.ndarray:
-            array = np.array(chunk, dtype=object).reshape(-1, 1)
-            return self._infer(self.model, {"TEXT": array}, "EMBEDDINGS", {"role": role})
+        def send(start: int) -> dict[str, np.ndarray]:
+            array = np.array(clean[start : start + batch_size], dtype=object).reshape(-1, 1)
+            found = self._infer(self.model, {"TEXT": array}, [n.upper() for n in names], {"role": role})
+            return {name: found[name.upper()] for name in names}
 
-        if len(chunks) <= 1:  # one request: no thread hop
-            parts = [send(chunk) for chunk in chunks] or [np.empty((0, self._dim), np.float32)]
+        if len(starts) <= 1:  # one request: no thread hop
+            parts = [send(start) for start in starts]
         else:
-            with ThreadPoolExecutor(min(self.concurrency, len(chunks))) as pool:
-                parts = list(pool.map(send, chunks))
-        return np.concatenate(parts).astype(np.float32, copy=False)
+            with ThreadPoolExecutor(min(self.concurrency, len(starts))) as pool:
+                parts = list(pool.map(send, starts))
+        collector = Collector(self._family, len(clean), self._dim)
+        for start, outputs in zip(starts, parts, strict=True):
+            collector.add(np.arange(start, min(start + batch_size, len(clean))), outputs)
+        return collector.result()
 
     def close(self) -> None:
         for client in self._clients:

@@ -146,3 +146,58 @@ def sparse_dot(query: tuple[np.ndarray, np.ndarray], docs: SparseVectors) -> np.
     products = dense_query[docs.term_ids] * docs.weights
     rows = np.repeat(np.arange(len(docs)), docs.lengths)
     return np.bincount(rows, weights=products, minlength=len(docs)).astype(np.float32)
+
+
+class Collector:
+    """Gathers an encoder's batch outputs (named as in `OUTPUTS`) for texts in any order into the
+    family's packed form, in input order: the `Engine` runs length-sorted batches through it."""
+
+    def __init__(self, family: str, count: int, dim: int) -> None:
+        if family not in ("single-vector", "multi-vector", "sparse"):
+            raise LirError(f"unknown model family {family!r}")
+        self.family, self.count, self.dim = family, count, dim
+        self._dense = np.empty((count, dim), np.float32) if family == "single-vector" else None
+        self._items: list = [None] * count
+
+    def add(self, rows: Sequence[int] | np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        """The outputs of one batch whose rows are the texts `rows`."""
+        if self._dense is not None:
+            self._dense[rows] = outputs["embeddings"]
+        elif self.family == "multi-vector":
+            vectors, mask = outputs["embeddings"], outputs["scoring_mask"].astype(bool)
+            for i, row in enumerate(rows):
+                self._items[row] = vectors[i][mask[i]]
+        else:
+            packed = SparseVectors.from_topk(outputs["term_ids"], outputs["weights"], self.dim)
+            for i, row in enumerate(rows):
+                self._items[row] = packed.take([i])
+
+    def result(self) -> Encoded:
+        """The packed encodings of all texts (every row must have been added)."""
+        if self._dense is not None:
+            return self._dense
+        if any(item is None for item in self._items):
+            raise LirError("internal: some texts were never encoded")
+        if self.family == "multi-vector":
+            return MultiVectors.from_list(self._items, self.dim)
+        return SparseVectors.concat(self._items, self.dim)
+
+
+def padded_outputs(encoded: Encoded, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows `start:stop` as batch tensors (the inverse of `Collector`): token vectors left-aligned with
+    their mask, or term ids and weights padded with zero weights."""
+    if isinstance(encoded, np.ndarray):
+        return {"embeddings": encoded[start:stop]}
+    lengths = encoded.lengths[start:stop]
+    width = max(int(lengths.max(initial=0)), 1)
+    valid = np.arange(width) < lengths[:, None]
+    first, last = int(encoded.offsets[start]), int(encoded.offsets[stop])
+    if isinstance(encoded, MultiVectors):
+        vectors = np.zeros((stop - start, width, encoded.vectors.shape[1]), np.float32)
+        vectors[valid] = encoded.vectors[first:last]
+        return {"embeddings": vectors, "scoring_mask": valid}
+    term_ids = np.zeros((stop - start, width), np.int64)
+    weights = np.zeros((stop - start, width), np.float32)
+    term_ids[valid] = encoded.term_ids[first:last]
+    weights[valid] = encoded.weights[first:last]
+    return {"term_ids": term_ids, "weights": weights}

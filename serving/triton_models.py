@@ -1,9 +1,11 @@
 """Triton python-backend models (loaded by the `1/model.py` shims that lir-export writes).
 
 `TextEncoderModel`: strings in, tokenized here by the manifest's rules, the graph run with onnxruntime,
-embeddings out; the role (`query` or `doc`) is the request parameter `role` (default `query`).
-`GraphModel`: token ids and attention mask in, embeddings out, the same graph file the onnxruntime
-backend serves in production. Requests of one batch are run together.
+the family's outputs out (upper-case names of `lir.manifest.OUTPUTS`: EMBEDDINGS; EMBEDDINGS and
+SCORING_MASK with scored token vectors left-aligned; TERM_IDS and WEIGHTS); the role (`query` or `doc`)
+is the request parameter `role` (default `query`).
+`GraphModel`: any exported graph (encoders, scorer) with the inputs and outputs of its ONNX file, the
+same file the onnxruntime backend serves in production. Requests of one batch are run together.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils  # provided by the Triton python backend stub
 
 from lir.clients.onnx_engine import OnnxEngine
 from lir.errors import LirError
 from lir.manifest import check_role
-from lir.tokenization import pad_batch
+from lir.vectors import padded_outputs
 
 
 def _parameters(args: dict) -> dict[str, str]:
@@ -64,20 +67,29 @@ class TextEncoderModel:
                 continue
             start = 0
             for position, texts in members:
-                rows = embeddings[start : start + len(texts)]
-                responses[position] = pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDINGS", rows)])
+                responses[position] = _response(padded_outputs(embeddings, start, start + len(texts)))
                 start += len(texts)
         return responses
 
     def _single(self, texts: list, role: str):
         try:
-            return pb_utils.InferenceResponse([pb_utils.Tensor("EMBEDDINGS", self.engine.encode(texts, role))])
+            encoded = self.engine.encode(texts, role)
         except LirError as exc:
             return _error(str(exc))
+        return _response(padded_outputs(encoded, 0, len(texts)))
+
+
+def _response(outputs: dict[str, np.ndarray]):
+    return pb_utils.InferenceResponse([pb_utils.Tensor(name.upper(), value) for name, value in outputs.items()])
 
 
 class GraphModel:
-    """Token ids → embeddings with onnxruntime, for servers without the onnxruntime backend."""
+    """Runs one exported graph with onnxruntime, for servers without the onnxruntime backend.
+
+    The requests of a batch are stacked, each input padded with zeros along its sequence axis (zero
+    means padding for token ids, masks and token vectors alike); outputs with a sequence axis are cut
+    back to each request's own length.
+    """
 
     def initialize(self, args: dict) -> None:
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
@@ -86,19 +98,32 @@ class GraphModel:
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path.resolve()), options, providers=["CPUExecutionProvider"])
-        self.output = self.session.get_outputs()[0].name
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [(o.name, len(o.shape) > 1 and isinstance(o.shape[1], str)) for o in self.session.get_outputs()]
 
     def execute(self, requests: list) -> list:
-        ids, sizes = [], []
-        for request in requests:
-            input_ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
-            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask").as_numpy()
-            ids.extend(list(row[m.astype(bool)]) for row, m in zip(input_ids, mask, strict=True))
-            sizes.append(len(input_ids))
-        input_ids, mask = pad_batch(ids, 0)
-        out = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
+        arrays = {
+            name: [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for request in requests]
+            for name in self.inputs
+        }
+        found = self.session.run(None, {name: _stack(parts) for name, parts in arrays.items()})
+        sizes = [len(part) for part in arrays[self.inputs[0]]]
+        lengths = [part.shape[1] if part.ndim > 1 else 0 for part in arrays[self.inputs[0]]]
         responses, start = [], 0
-        for size in sizes:
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output, out[start : start + size])]))
+        for size, length in zip(sizes, lengths, strict=True):
+            rows = slice(start, start + size)
+            tensors = [
+                pb_utils.Tensor(name, value[rows, :length] if per_token else value[rows])
+                for (name, per_token), value in zip(self.outputs, found, strict=True)
+            ]
+            responses.append(pb_utils.InferenceResponse(tensors))
             start += size
         return responses
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate request tensors along the batch axis, zero-padding axis 1 to the longest."""
+    if parts[0].ndim < 2 or len({p.shape[1] for p in parts}) == 1:
+        return np.concatenate(parts)
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, [(0, 0), (0, width - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) for p in parts])
