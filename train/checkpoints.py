@@ -1,8 +1,11 @@
-"""Load single-vector bi-encoders from the checkpoint layouts users have.
+"""Load bi-encoders of every family from the checkpoint layouts users have.
 
 - sentence-transformers directories (`modules.json`: Transformer → Pooling → Dense* → Normalize);
-- Lightning IR checkpoints (`config.json` with `backbone_model_type`; DPR family, old key names too);
-- plain Hugging Face encoders (Lightning IR's single-vector defaults: mean pooling, dot product).
+- Lightning IR checkpoints (`config.json` with `backbone_model_type`; old key names too): single-vector
+  here, `col` in `colbert_loaders`, `splade` in `splade_loaders`;
+- colbert-ir checkpoints (`HF_ColBERT`, `artifact.metadata`) in `colbert_loaders`;
+- Hugging Face `*ForMaskedLM` checkpoints (naver/splade-v3) in `splade_loaders`;
+- other plain Hugging Face encoders (Lightning IR's single-vector defaults: mean pooling, dot product).
 
 Weights are read from safetensors only (no pickle). Tokenizers come back as `tokenizers.Tokenizer`, the
 object the torch-free core tokenizes with, so training, export and serving share one set of rules.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,19 +32,13 @@ from lir.errors import LirError
 from lir.files import read_json
 from lir.train.bi_encoder import BiEncoderModel, SingleVectorConfig
 from lir.train.hub import resolve_model_path
+from lir.train.multi_vector import MultiVectorModel
+from lir.train.sparse import SparseModel
 
 SINGLE_VECTOR_TYPES = ("lir-dpr", "bi-encoder", "single-vector-bi-encoder")
-LATER_TYPES = (
-    "col",
-    "splade",
-    "mvr",
-    "coil",
-    "unicoil",
-    "multi-vector-bi-encoder",
-    "mono",
-    "set-encoder",
-    "cross-encoder",
-)
+MULTI_VECTOR_TYPES = ("col", "mvr", "multi-vector-bi-encoder")
+SPARSE_TYPES = ("splade",)
+LATER_TYPES = ("coil", "unicoil", "mono", "set-encoder", "cross-encoder")
 LIR_CONFIG_KEYS = {
     "model_type",
     "backbone_model_type",
@@ -65,6 +64,9 @@ LIR_CONFIG_KEYS = {
     "doc_expansion",
     "attend_to_query_expanded_tokens",
     "attend_to_doc_expanded_tokens",
+    "query_mask_scoring_tokens",
+    "doc_mask_scoring_tokens",
+    "query_aggregation_function",
 }
 MARKERS = ("[QUE]", "[DOC]")
 IGNORED_KEYS = ("pooler.", "embeddings.position_ids")
@@ -74,7 +76,7 @@ IGNORED_KEYS = ("pooler.", "embeddings.position_ids")
 class LoadedBiEncoder:
     """A loaded checkpoint: the model, its tokenizer and where it came from."""
 
-    model: BiEncoderModel
+    model: BiEncoderModel | MultiVectorModel | SparseModel
     tokenizer: Tokenizer
     pad_token_id: int
     source: str
@@ -83,20 +85,75 @@ class LoadedBiEncoder:
 
 
 def load_bi_encoder(spec: str) -> LoadedBiEncoder:
-    """Load a single-vector bi-encoder from a directory or a cached hub id, in eval mode."""
+    """Load a bi-encoder of any family from a directory or a cached hub id, in eval mode.
+
+    The family comes from the files: Lightning IR checkpoints name it by `model_type` (old `bi-encoder`
+    saves by an `mlm` projection or by having no pooling); colbert-ir checkpoints say `HF_ColBERT` or carry
+    `artifact.metadata`. A plain Hugging Face checkpoint whose architectures name a `*ForMaskedLM` class is
+    taken as SPLADE (naver/splade-v3), any other as a mean-pooling single-vector encoder: so a raw masked
+    LM such as bert-base-uncased loads as an (untrained) SPLADE model, not as a dense encoder.
+    """
+    from lir.train import colbert_loaders, splade_loaders  # they import this module's helpers
+
     path = resolve_model_path(spec)
     if (path / "modules.json").is_file():
         loaded = _load_sentence_transformers(path, spec)
     else:
         config = read_json(path / "config.json")
+        architectures = config.get("architectures") or []
         if "backbone_model_type" in config:
-            loaded = _load_lightning_ir(path, config, spec)
+            loader = {
+                "single-vector": _load_lightning_ir,
+                "multi-vector": colbert_loaders.load_lightning_ir_col,
+                "sparse": splade_loaders.load_lightning_ir_splade,
+            }[lightning_ir_family(config, path)]
+            loaded = loader(path, config, spec)
+        elif "HF_ColBERT" in architectures or (path / "artifact.metadata").is_file():
+            loaded = colbert_loaders.load_colbert_ir(path, config, spec)
+        elif any(name.endswith("ForMaskedLM") for name in architectures):
+            loaded = splade_loaders.load_masked_lm(path, config, spec)
         elif "model_type" in config:
             loaded = _load_huggingface(path, config, spec)
         else:
             raise LirError(f"{path}/config.json has no model_type: not a checkpoint lir knows")
     loaded.model.eval()
     return loaded
+
+
+def lightning_ir_family(config: dict[str, Any], where: Path) -> str:
+    """The lir family of a Lightning IR config: single-vector, multi-vector or sparse."""
+    model_type = config.get("model_type")
+    if model_type in SPARSE_TYPES or config.get("projection") == "mlm":
+        return "sparse"
+    if model_type in MULTI_VECTOR_TYPES:
+        return "multi-vector"
+    if model_type in SINGLE_VECTOR_TYPES:
+        says_pooling = any(k in config for k in ("pooling_strategy", "query_pooling_strategy", "doc_pooling_strategy"))
+        no_pooling = model_type != "lir-dpr" and says_pooling and lightning_ir_pooling(config, where) is None
+        return "multi-vector" if no_pooling else "single-vector"
+    if model_type in LATER_TYPES:
+        raise LirError(f"{where}: Lightning IR model type {model_type!r} is not supported yet (bi-encoders only)")
+    raise LirError(f"{where}: unknown Lightning IR model type {model_type!r}")
+
+
+def lightning_ir_pooling(config: dict[str, Any], where: Path) -> str | None:
+    """The pooling a Lightning IR config names (`pooling_strategy`, else the old per-role keys)."""
+    pooling = config.get("pooling_strategy")
+    old_q, old_d = config.get("query_pooling_strategy"), config.get("doc_pooling_strategy")
+    if pooling is None and (old_q or old_d):
+        if old_q and old_d and old_q != old_d:
+            raise LirError(f"{where}: different query ({old_q}) and doc ({old_d}) pooling is not supported")
+        pooling = old_q or old_d
+    return pooling
+
+
+@contextmanager
+def located(where: Path) -> Iterator[None]:
+    """Prefix the one-line LirErrors raised inside (settings validation) with the checkpoint's path."""
+    try:
+        yield
+    except LirError as exc:
+        raise LirError(f"{where}: {exc}") from None
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -227,19 +284,8 @@ def _max_length(fields: dict[str, Any], wanted: int | None) -> int:
 
 
 def _load_lightning_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
-    model_type = config.get("model_type")
-    if model_type in LATER_TYPES:
-        raise LirError(f"{path}: Lightning IR model type {model_type!r} is not supported yet (single-vector only)")
-    if model_type not in SINGLE_VECTOR_TYPES:
-        raise LirError(f"{path}: unknown Lightning IR model type {model_type!r}")
-    pooling = config.get("pooling_strategy")
-    old_q, old_d = config.get("query_pooling_strategy"), config.get("doc_pooling_strategy")
-    if pooling is None and (old_q or old_d):
-        if old_q and old_d and old_q != old_d:
-            raise LirError(f"{path}: different query ({old_q}) and doc ({old_d}) pooling is not supported")
-        pooling = old_q or old_d
-    if pooling is None and model_type != "lir-dpr" and "pooling_strategy" in config:
-        raise LirError(f"{path}: no pooling means a multi-vector model, not supported yet")
+    model_type = config["model_type"]
+    pooling = lightning_ir_pooling(config, path)
     if config.get("sparsification_strategy") or config.get("sparsification"):
         raise LirError(f"{path}: sparsified single-vector models are not supported yet")
     fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS}
