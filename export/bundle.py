@@ -7,6 +7,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnxruntime as ort
@@ -16,31 +17,70 @@ import transformers
 
 from lir import __version__
 from lir.errors import LirError
-from lir.export.graphs import (
-    OPSET,
-    EncoderGraph,
-    convert_fp16,
-    export_encoder,
-    interface,
-    optimize_encoder,
-    quantize_int8,
-)
-from lir.export.limits import FP32_TOLERANCE, MIN_COSINE, ParityError
+from lir.export.family import FamilyExport
+from lir.export.graphs import CONVERSIONS, FUSABLE_BACKBONES, OPSET, GraphPlan, optimize_encoder, trace
+from lir.export.limits import DEFAULT_TOP_K, FP32_TOLERANCE, ParityError
+from lir.export.multi_vector import MultiVectorExport
 from lir.export.parity import ProbeSet, Reference, effectiveness, find_probe_data, load_probes
+from lir.export.single_vector import SingleVectorExport
+from lir.export.sparse import SparseExport
 from lir.export.triton_repository import write_graph_models, write_text_endpoint
 from lir.files import atomic_directory, sha256_file
-from lir.manifest import Graph, Manifest, TextRules, TokenizerSpec, Variant, load_manifest
+from lir.manifest import Graph, Manifest, TextRules, TokenizerSpec, Variant, load_manifest, verified_file
 from lir.tokenization import TextEncoder
-from lir.train.checkpoints import load_bi_encoder
+from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
 from lir.train.module import BiEncoderModule
 
-GRAPH = "encoder"
+Log = Callable[[str], None]
 
 
 def default_name(spec: str) -> str:
     """A model name from a checkpoint spec: its last path part, lower-case, safe characters only."""
     name = re.sub(r"[^a-z0-9_-]+", "-", Path(spec.rstrip("/")).name.lower()).strip("-")
     return name or "model"
+
+
+def family_export(module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> FamilyExport:
+    """The export of the module's family (`top_k`: terms per text of a sparse model)."""
+    if module.family == "sparse":
+        return SparseExport(module, top_k)
+    if module.family == "multi-vector":
+        return MultiVectorExport(module)
+    if module.family == "single-vector":
+        return SingleVectorExport(module)
+    raise LirError(f"cannot export a {module.family!r} model")
+
+
+def session(path: Path) -> ort.InferenceSession:
+    """An onnxruntime CPU session of a graph file."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def check_bounds(
+    graph: str, kind: str, diff: float, cos: float, tolerance: float, source: str, bounds: dict[str, float]
+) -> None:
+    """Raise ParityError when a variant of a graph drifts past its bound (`bounds`: min cosine per variant)."""
+    if kind == "fp32" and diff > tolerance:
+        raise ParityError(
+            f"the fp32 {graph} graph differs from PyTorch by {diff:.2e} (tolerance {tolerance:.0e}) "
+            f"on {source}: export refused"
+        )
+    if kind in bounds and cos < bounds[kind]:
+        raise ParityError(
+            f"the {kind} {graph} graph's cosine to PyTorch falls to {cos:.4f} (bound {bounds[kind]}): export refused"
+        )
+
+
+def verify(reference: Reference, plan: GraphPlan, path: Path, kind: str, tolerance: float = FP32_TOLERANCE) -> Variant:
+    """Measure one graph file against PyTorch (encoders on probe texts, the scorer on probe pairs)."""
+    graph = session(path)
+    try:
+        diff, cos = reference.compare(graph, plan.roles) if plan.roles else reference.compare_scorer(graph)
+    except ParityError as exc:
+        raise ParityError(f"the {kind} {plan.name} graph: {exc}: export refused") from None
+    family = reference.family
+    check_bounds(plan.name, kind, diff, cos, tolerance, reference.probes.source, family.min_cosine)
+    return Variant(path.name, sha256_file(path), diff, cos)
 
 
 def verify_graph(
@@ -52,26 +92,18 @@ def verify_graph(
     tolerance: float = FP32_TOLERANCE,
     measure_effectiveness: bool = True,
 ) -> Variant:
-    """Measure a graph against PyTorch on the probe texts; raise ParityError past the variant's bound."""
-    reference = reference or Reference.compute(module, probes, EncoderGraph(module.model).normalize)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    diff, cos = reference.compare(session)
-    if variant == "fp32" and diff > tolerance:
-        raise ParityError(
-            f"the fp32 graph differs from PyTorch by {diff:.2e} (tolerance {tolerance:.0e}) "
-            f"on {probes.source}: export refused"
-        )
-    if variant in MIN_COSINE and cos < MIN_COSINE[variant]:
-        raise ParityError(
-            f"the {variant} graph's cosine to PyTorch falls to {cos:.4f} (bound {MIN_COSINE[variant]}): export refused"
-        )
-    cosine = module.model.config.similarity == "cosine"
-    found = effectiveness(session, module, probes, cosine) if measure_effectiveness else None
-    return Variant(path.name, sha256_file(path), diff, cos, found)
+    """Measure a graph that encodes both roles against PyTorch; raise ParityError past the variant's bound."""
+    reference = reference or Reference.compute(family_export(module), probes)
+    plan = reference.family.plans()[0]
+    found = verify(reference, plan, path, variant, tolerance)
+    if measure_effectiveness:
+        sessions = dict.fromkeys(("query", "doc"), session(path))
+        found.effectiveness = effectiveness(reference.family, sessions, probes)
+    return found
 
 
 def export_model(
-    spec: str,
+    spec: str | LoadedBiEncoder,
     output: str | Path = "model_repository",
     name: str | None = None,
     int8: bool = False,
@@ -80,41 +112,39 @@ def export_model(
     parity_data: str | None = None,
     tolerance: float = FP32_TOLERANCE,
     overwrite: bool = False,
-    log: Callable[[str], None] = print,
+    log: Log = print,
+    top_k: int = DEFAULT_TOP_K,
 ) -> Path:
-    """Export a checkpoint into `output/name`; nothing is left behind when any check fails."""
-    target = Path(output) / (name or default_name(spec))
+    """Export a checkpoint (a spec, or a model already loaded) into `output/name`.
+
+    Nothing is left behind when any check fails. `top_k` bounds the terms per text of a sparse model.
+    """
+    source = spec.source if isinstance(spec, LoadedBiEncoder) else spec
+    target = Path(output) / (name or default_name(source))
     if target.exists() and not overwrite:
         raise LirError(f"{target} already exists (pass --overwrite to replace it)")
     if "." in target.name:
         raise LirError(f"model name {target.name!r} may not contain '.' (Triton graph models are named <name>.<graph>)")
-    log(f"loading {spec}")
-    loaded = load_bi_encoder(spec)
-    module = BiEncoderModule(loaded)
+    if top_k < 1:
+        raise LirError(f"top_k must be positive, not {top_k}")
+    if isinstance(spec, LoadedBiEncoder):
+        loaded = spec
+    else:
+        log(f"loading {spec}")
+        loaded = load_bi_encoder(spec)
+    loaded.model.eval()
+    family = family_export(BiEncoderModule(loaded), top_k)
     probes = load_probes(find_probe_data(parity_data))
-    backbone = loaded.model.backbone.config
     with atomic_directory(target, overwrite=overwrite) as staging:
-        log("tracing the encoder to ONNX")
-        raw, fp32 = staging / ".traced.onnx", staging / f"{GRAPH}.onnx"
-        export_encoder(EncoderGraph(loaded.model), raw)
-        fused = optimize and optimize_encoder(
-            raw, fp32, loaded.backbone_type, backbone.num_attention_heads, backbone.hidden_size
-        )
-        if not fused:
-            raw.replace(fp32)
-        raw.unlink(missing_ok=True)
-        log(f"checking parity with PyTorch on {probes.source}")
-        reference = Reference.compute(module, probes, EncoderGraph(loaded.model).normalize)
-        variants = {"fp32": verify_graph(module, fp32, probes, "fp32", reference, tolerance)}
-        log(f"  fp32: max |diff| {variants['fp32'].max_abs_diff:.2e}")
-        for wanted, kind, convert in ((int8, "int8", quantize_int8), (fp16, "fp16", convert_fp16)):
-            if wanted:
-                file = staging / f"{GRAPH}.{kind}.onnx"
-                convert(fp32, file)
-                variants[kind] = verify_graph(module, file, probes, kind, reference)
-                log(f"  {kind}: min cosine {variants[kind].min_cosine:.4f}")
+        log(f"computing PyTorch's {family.family} outputs on {probes.source}")
+        reference = Reference.compute(family, probes)
+        extra = family.provenance(reference.expected)
+        for warning in family.warnings(reference.expected):
+            log(f"warning: {warning}")
+        kinds = ["fp32"] + [kind for kind, wanted in (("int8", int8), ("fp16", fp16)) if wanted]
+        graphs, fusion = _graphs(family, loaded, reference, staging, kinds, optimize, tolerance, log)
         (staging / "tokenizer.json").write_text(loaded.tokenizer.to_str(), encoding="utf-8")
-        manifest = _manifest(target.name, spec, loaded, module, variants, fused, probes)
+        manifest = _manifest(target.name, source, loaded, family, graphs, probes, extra | fusion)
         manifest.save(staging)
         write_text_endpoint(staging, manifest)
         _self_check(staging)
@@ -128,28 +158,99 @@ def export_model(
     return target
 
 
-def _manifest(name, spec, loaded, module, variants, fused, probes) -> Manifest:
-    config = module.model.config
-    dim = module.model.embedding_dim
-    inputs, outputs = interface(dim)
-    rules = {role: encoder.rules for role, encoder in module.encoders.items()}
+def _graphs(
+    family: FamilyExport,
+    loaded: LoadedBiEncoder,
+    reference: Reference,
+    staging: Path,
+    kinds: list[str],
+    optimize: bool,
+    tolerance: float,
+    log: Log,
+) -> tuple[dict[str, Graph], dict[str, Any]]:
+    """Every graph of the family in every variant, each checked; and how fusion went."""
+    plans = family.plans()
+    variants: dict[str, dict[str, Variant]] = {plan.name: {} for plan in plans}
+    fused, fallback = {}, {}
+    for plan in plans:
+        log(f"tracing {plan.name} to ONNX and checking it against PyTorch")
+        fuse = optimize and bool(plan.roles) and loaded.backbone_type in FUSABLE_BACKBONES
+        variants[plan.name]["fp32"], fused[plan.name], reason = _fp32_graph(
+            plan, loaded, reference, staging, fuse, tolerance
+        )
+        if reason:
+            fallback[plan.name] = reason
+            log(f"  {plan.name}: the fused graph was refused ({reason}); kept the unfused graph")
+        _log_variant(log, plan.name, "fp32", variants[plan.name]["fp32"])
+    encoders = [plan for plan in plans if plan.roles]
+    for kind in kinds[1:]:
+        for plan in encoders:
+            file = staging / f"{plan.name}.{kind}.onnx"
+            CONVERSIONS[kind](staging / variants[plan.name]["fp32"].file, file)
+            variants[plan.name][kind] = verify(reference, plan, file, kind, tolerance)
+            _log_variant(log, plan.name, kind, variants[plan.name][kind])
+    roles = family.manifest_fields()["encoders"]
+    for kind in kinds:
+        sessions = {role: session(staging / variants[graph][kind].file) for role, graph in roles.items()}
+        found = effectiveness(family, sessions, reference.probes)
+        for graph in set(roles.values()):
+            variants[graph][kind].effectiveness = found
+        if found:
+            log(f"  {kind}: {found['measure']} {found['value']} ({found['collection']})")
+    graphs = {plan.name: Graph(plan.inputs, plan.outputs, variants[plan.name]) for plan in plans}
+    fusion: dict[str, Any] = {"fused": all(fused[plan.name] for plan in encoders)}
+    if fallback:
+        fusion["fusion_fallback"] = fallback
+    return graphs, fusion
+
+
+def _fp32_graph(
+    plan: GraphPlan, loaded: LoadedBiEncoder, reference: Reference, staging: Path, fuse: bool, tolerance: float
+) -> tuple[Variant, bool, str | None]:
+    """Trace a plan, fuse it when asked and it passes parity, else keep it unfused: (variant, fused, why not)."""
+    raw, final = staging / f".{plan.name}.traced.onnx", staging / f"{plan.name}.onnx"
+    config = loaded.model.backbone.config
+    reason = None
+    try:
+        trace(plan, raw)
+        if fuse:
+            try:
+                optimize_encoder(raw, final, loaded.backbone_type, config.num_attention_heads, config.hidden_size)
+                return verify(reference, plan, final, "fp32", tolerance), True, None
+            except LirError as exc:  # the optimizer failed or its graph drifted: try the plain one
+                reason = str(exc)
+        raw.replace(final)
+        return verify(reference, plan, final, "fp32", tolerance), False, reason
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def _log_variant(log: Log, graph: str, kind: str, variant: Variant) -> None:
+    log(f"  {graph} {kind}: max |diff| {variant.max_abs_diff:.2e}, min cosine {variant.min_cosine:.4f}")
+
+
+def _manifest(
+    name: str,
+    source: str,
+    loaded: LoadedBiEncoder,
+    family: FamilyExport,
+    graphs: dict[str, Graph],
+    probes: ProbeSet,
+    extra: dict[str, Any],
+) -> Manifest:
+    rules = {role: encoder.rules for role, encoder in family.module.encoders.items()}
     return Manifest(
         name=name,
-        family="single-vector",
-        similarity=config.similarity,
-        embedding_dim=dim,
-        normalized=config.normalize or config.similarity == "cosine",
         tokenizer=TokenizerSpec("tokenizer.json", loaded.pad_token_id),
         query=TextRules(**vars(rules["query"])),
         doc=TextRules(**vars(rules["doc"])),
-        encoders={"query": GRAPH, "doc": GRAPH},
-        graphs={GRAPH: Graph(inputs, outputs, variants)},
+        graphs=graphs,
+        **family.manifest_fields(),
         provenance={
-            "source": spec,
+            "source": source,
             "source_format": loaded.source_format,
             "backbone": loaded.backbone_type,
-            "pooling": config.pooling,
-            "fused": fused,
+            **extra,
             "opset": OPSET,
             "parity_texts": probes.source,
             "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -170,3 +271,9 @@ def _self_check(directory: Path) -> None:
     manifest = load_manifest(directory)
     for role in ("query", "doc"):
         TextEncoder.from_manifest(directory, manifest, role).encode(["a consumer's probe"])
+    for name, graph in manifest.graphs.items():
+        for variant in graph.variants.values():
+            loaded = session(verified_file(directory, variant))
+            found = [t.name for t in loaded.get_inputs()], [t.name for t in loaded.get_outputs()]
+            if found != ([t.name for t in graph.inputs], [t.name for t in graph.outputs]):
+                raise LirError(f"graph {name!r} ({variant.file}) does not have the interface its manifest records")

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from lir.errors import LirError
-from lir.export.limits import FP32_TOLERANCE, ParityError
+from lir.export.limits import DEFAULT_TOP_K, FP32_TOLERANCE, ParityError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lir-export",
-        description="Export a checkpoint (sentence-transformers, Lightning IR, Hugging Face) to ONNX graphs "
-        "with a manifest, checked against PyTorch on real text.",
+        description="Export a checkpoint (sentence-transformers, Lightning IR, Hugging Face; single-vector, "
+        "multi-vector/ColBERT or sparse/SPLADE) to ONNX graphs with a manifest, checked against PyTorch on real text.",
         epilog="exit codes: 0 exported, 1 bad input, 2 usage, 3 parity check failed",
     )
     parser.add_argument("--model", required=True, help="checkpoint directory or hub id (resolved in the HF cache)")
@@ -30,8 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=FP32_TOLERANCE,
         help="max abs difference allowed at fp32 (default: %(default)s)",
     )
+    parser.add_argument(
+        "--top-k",
+        type=_positive,
+        default=DEFAULT_TOP_K,
+        help="sparse models: vocabulary terms the encoder returns per text, the heaviest first (default: "
+        "%(default)s, at most the vocabulary size); texts with more nonzero terms are truncated",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             parity_data=args.parity_data,
             tolerance=args.tolerance,
             overwrite=args.overwrite,
+            top_k=args.top_k,
             log=lambda message: print(message, file=sys.stderr),
         )
     except ParityError as exc:

@@ -1,13 +1,16 @@
-"""ONNX graphs of a bi-encoder: token ids + attention mask (dynamic batch and sequence) → embedding.
+"""Tracing, fusing and converting ONNX graphs, shared by every model family.
 
-Pooling, projection and normalization live inside the graph. Transformer blocks of BERT-like backbones
-are fused by onnxruntime's optimizer (attention, layer norm, GELU), which parity then checks.
+A `GraphPlan` names one graph to export: the PyTorch module to trace, its interface as the manifest
+records it (string dimensions are dynamic axes) and the roles it encodes (none for a scoring graph).
+Transformer blocks of BERT-like backbones are fused by onnxruntime's optimizer (attention, layer norm,
+GELU), which parity then checks.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -16,48 +19,50 @@ from torch import nn
 
 from lir.errors import LirError
 from lir.manifest import TensorSpec
-from lir.train.bi_encoder import BiEncoderModel
 
 INPUTS = ("input_ids", "attention_mask")
-OUTPUT = "embeddings"
 OPSET = 17
 FUSABLE_BACKBONES = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 
 
-class EncoderGraph(nn.Module):
-    """The exported computation: the model's encoder, L2-normalized when the similarity is cosine."""
+@dataclass
+class GraphPlan:
+    """One graph to export: the module to trace, its interface, a sample input and the roles it encodes."""
 
-    def __init__(self, model: BiEncoderModel) -> None:
-        super().__init__()
-        self.model = model
-        self.normalize = model.config.similarity == "cosine" and not model.config.normalize
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        embedding = self.model.encode(input_ids, attention_mask)
-        if self.normalize:
-            embedding = nn.functional.normalize(embedding, p=2, dim=-1)
-        return embedding
+    name: str
+    module: nn.Module
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sample: tuple[torch.Tensor, ...]
+    roles: tuple[str, ...] = ()
 
 
-def interface(dim: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The inputs and outputs the manifest records for an encoder graph."""
-    inputs = [TensorSpec(name, "int64", ["batch", "sequence"]) for name in INPUTS]
-    return inputs, [TensorSpec(OUTPUT, "float32", ["batch", dim])]
+def encoder_inputs() -> list[TensorSpec]:
+    """The inputs of every encoder graph: token ids and attention mask, [batch, sequence] int64."""
+    return [TensorSpec(name, "int64", ["batch", "sequence"]) for name in INPUTS]
 
 
-def export_encoder(graph: EncoderGraph, path: Path, opset: int = OPSET) -> None:
-    """Trace `graph` to an ONNX file with dynamic batch and sequence axes."""
-    sample = torch.full((2, 8), 100, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS} | {OUTPUT: {0: "batch"}}
+def encoder_sample() -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask to trace an encoder with."""
+    return torch.full((2, 8), 100, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
+
+
+def dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
+    """torch.onnx's dynamic axes from the string dimensions of `specs`."""
+    return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in specs}
+
+
+def trace(plan: GraphPlan, path: Path, opset: int = OPSET) -> None:
+    """Trace `plan.module` to an ONNX file with the plan's names and dynamic axes, then check it."""
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph.eval(),
-            sample,
+            plan.module.eval(),
+            plan.sample,
             str(path),
-            input_names=list(INPUTS),
-            output_names=[OUTPUT],
-            dynamic_axes=axes,
+            input_names=[t.name for t in plan.inputs],
+            output_names=[t.name for t in plan.outputs],
+            dynamic_axes=dynamic_axes(plan.inputs + plan.outputs),
             opset_version=opset,
             dynamo=False,
         )
@@ -75,7 +80,7 @@ def optimize_encoder(source: Path, target: Path, backbone_type: str, heads: int,
     try:
         optimized = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
     except Exception as exc:  # the optimizer raises many types on graphs it does not recognise
-        raise LirError(f"onnxruntime's optimizer failed on the graph ({exc}); retry with --no-optimize") from None
+        raise LirError(f"onnxruntime's optimizer failed on the graph ({exc})") from None
     optimized.save_model_to_file(str(target))
     return True
 
@@ -101,3 +106,7 @@ def convert_fp16(source: Path, target: Path) -> None:
     model = OnnxModel(onnx.load(str(source)))
     model.convert_float_to_float16(keep_io_types=True)
     model.save_model_to_file(str(target))
+
+
+CONVERSIONS = {"int8": quantize_int8, "fp16": convert_fp16}
+"""How each numeric variant is made from the fp32 graph."""

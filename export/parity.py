@@ -3,22 +3,25 @@
 Probe texts are SciFact queries and abstracts when the data is found (`--parity-data`, `LIR_DATA`, or
 `../shared/data/scifact`), otherwise a built-in set of sentences of varied length. Batches of several
 sizes are compared, long texts included so that truncation at the manifest's max length is exercised.
+What is compared and how packed outputs are scored is the family's (`lir.export.family`): PyTorch's rows
+are computed once (`Reference`) and every graph and numeric variant is measured against them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from lir.collections import iter_docs, read_qrels_spec, read_queries
+from lir.export.family import FamilyExport
 from lir.metrics import evaluate
-from lir.tokenization import pad_batch
-from lir.train.module import BiEncoderModule
+from lir.vectors import Encoded
 
 BATCH_SIZES = (1, 7, 32)
 FALLBACK_TEXTS = [
@@ -78,69 +81,80 @@ def load_probes(data: Path | None, n_texts: int = 64, n_queries: int = 30, n_doc
 
 @dataclass
 class Reference:
-    """PyTorch embeddings of the probe texts, computed once and compared with every variant."""
+    """PyTorch's rows for the probe texts, computed once and compared with every graph and variant."""
 
+    family: FamilyExport
+    probes: ProbeSet
     ids: dict[str, list[list[int]]]
-    embeddings: dict[str, np.ndarray]
-    pad_token_id: int
+    expected: dict[str, list[Any]]
 
     @classmethod
-    def compute(cls, module: BiEncoderModule, probes: ProbeSet, graph_normalizes: bool) -> Reference:
-        ids, embeddings = {}, {}
+    def compute(cls, family: FamilyExport, probes: ProbeSet, batch_size: int = 8) -> Reference:
+        ids, expected = {}, {}
         for role, texts in (("query", probes.queries), ("doc", probes.docs)):
-            ids[role] = module.encoders[role].encode(texts)
-            parts = []
-            for start in range(0, len(ids[role]), 8):
-                input_ids, mask = pad_batch(ids[role][start : start + 8], module.loaded.pad_token_id)
-                with torch.inference_mode():
-                    out = module.model.encode(torch.from_numpy(input_ids), torch.from_numpy(mask))
-                    if graph_normalizes:
-                        out = torch.nn.functional.normalize(out, p=2, dim=-1)
-                parts.append(out.numpy())
-            embeddings[role] = np.concatenate(parts)
-        return cls(ids, embeddings, module.loaded.pad_token_id)
+            ids[role] = family.module.encoders[role].encode(texts)
+            expected[role] = []
+            for start in range(0, len(ids[role]), batch_size):
+                chunk = ids[role][start : start + batch_size]
+                batch = family.module.encoders[role].batch(chunk)
+                expected[role].extend(family.expected_rows(*batch, role, [len(s) for s in chunk]))
+        return cls(family, probes, ids, expected)
 
-    def compare(self, session: ort.InferenceSession) -> tuple[float, float]:
-        """Max abs difference and min cosine of a graph against PyTorch, over batches of several sizes."""
+    def compare(self, session: ort.InferenceSession, roles: Sequence[str]) -> tuple[float, float]:
+        """Max abs difference and min cosine of an encoder graph against PyTorch, over batches of several sizes."""
         worst_diff, worst_cos = 0.0, 1.0
-        for role, ids in self.ids.items():
+        for role in roles:
+            ids = self.ids[role]
             for size in BATCH_SIZES:
                 for start in range(0, len(ids), size):
-                    input_ids, mask = pad_batch(ids[start : start + size], self.pad_token_id)
-                    got = session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
-                    expected = self.embeddings[role][start : start + size]
-                    worst_diff = max(worst_diff, float(np.abs(got - expected).max()))
-                    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
-                    worst_cos = min(worst_cos, float(((got * expected).sum(1) / norms.clip(min=1e-12)).min()))
+                    chunk = ids[start : start + size]
+                    rows = run_rows(self.family, session, role, chunk)
+                    for got, expected in zip(rows, self.expected[role][start : start + size], strict=True):
+                        diff, cos = self.family.compare(got, expected)
+                        worst_diff, worst_cos = max(worst_diff, diff), min(worst_cos, cos)
         return worst_diff, worst_cos
+
+    def compare_scorer(self, session: ort.InferenceSession) -> tuple[float, float]:
+        """Max relative difference and min cosine of a scoring graph against PyTorch on probe pairs."""
+        return self.family.compare_scorer(session, self.expected)
+
+
+def run_rows(family: FamilyExport, session: ort.InferenceSession, role: str, chunk: list[list[int]]) -> list[Any]:
+    """One padded batch of token id lists through an encoder graph, split into rows per text."""
+    input_ids, attention_mask = family.module.encoders[role].batch(chunk)
+    outputs = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+    return family.graph_rows(outputs, [len(s) for s in chunk])
+
+
+def encode_texts(
+    family: FamilyExport, session: ort.InferenceSession, texts: list[str], role: str, batch_size: int = 16
+) -> Encoded:
+    """Texts through an encoder graph in length-sorted batches, packed in input order."""
+    ids = family.module.encoders[role].encode(texts)
+    order = np.argsort([-len(s) for s in ids], kind="stable")
+    rows: list[Any] = [None] * len(ids)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for i, row in zip(chunk, run_rows(family, session, role, [ids[i] for i in chunk]), strict=True):
+            rows[i] = row
+    return family.pack(rows)
 
 
 def effectiveness(
-    session: ort.InferenceSession, module: BiEncoderModule, probes: ProbeSet, cosine: bool
+    family: FamilyExport, sessions: dict[str, ort.InferenceSession], probes: ProbeSet
 ) -> dict[str, float | str] | None:
-    """nDCG@10 of exact search with this graph over the judged probe subset."""
+    """nDCG@10 of exact search with these encoder graphs (by role) over the judged probe subset."""
     if probes.collection is None:
         return None
     queries, docs, qrels = probes.collection
-
-    def embed(texts: list[str], role: str) -> np.ndarray:
-        encoder = module.encoders[role]
-        ids = encoder.encode(texts)
-        order = np.argsort([-len(s) for s in ids], kind="stable")
-        out = np.zeros((len(ids), module.model.embedding_dim), np.float32)
-        for start in range(0, len(order), 16):
-            chunk = order[start : start + 16]
-            input_ids, mask = pad_batch([ids[i] for i in chunk], encoder.pad_token_id)
-            out[chunk] = session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
-        if cosine:
-            out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
-        return out
-
     doc_ids, query_ids = list(docs), list(queries)
-    scores = embed([queries[q] for q in query_ids], "query") @ embed([docs[d] for d in doc_ids], "doc").T
+    scores = family.scores(
+        encode_texts(family, sessions["query"], [queries[q] for q in query_ids], "query"),
+        encode_texts(family, sessions["doc"], [docs[d] for d in doc_ids], "doc"),
+    )
     run = {}
     for row, qid in enumerate(query_ids):
-        top = np.argsort(-scores[row])[:10]
+        top = np.argsort(-scores[row], kind="stable")[:10]
         run[qid] = {doc_ids[i]: float(scores[row, i]) for i in top}
     value = evaluate(run, qrels, ["nDCG@10"])["nDCG@10"]
     return {

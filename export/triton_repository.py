@@ -3,15 +3,19 @@
 Layout in the model repository (one source of truth for the ONNX files):
 
     <name>/                  the exported model, also the text endpoint (python backend: strings in,
-      config.pbtxt           tokenized on the server by the manifest's rules, embeddings out; CPU)
+      config.pbtxt           tokenized on the server by the manifest's rules, the family's outputs out; CPU)
       configs/onnxruntime.pbtxt   the same on a GPU (onnxruntime-gpu in the image)
       1/model.py
       manifest.json, tokenizer.json, encoder.onnx, ...
-    <name>.<graph>/          token ids in, embeddings out
+    <name>.<graph>/          the graph's own inputs and outputs (encoders: token ids in; scorer: token vectors in)
       config.pbtxt           python backend running the graph with onnxruntime (the local tritonserver)
       configs/onnxruntime.pbtxt   the onnxruntime backend, GPU (official image: --model-config-name=onnxruntime)
       1/model.onnx -> ../../<name>/<graph file>
       1/model.py
+
+Text endpoint outputs per family: single-vector EMBEDDINGS [D]; multi-vector EMBEDDINGS [-1, D] and
+SCORING_MASK [-1]; sparse TERM_IDS [-1] and WEIGHTS [-1]. The parameters `family`, `embedding_dim`
+(and `aggregation` for multi-vector models) say which. Bool tensors are TYPE_BOOL; a [batch] output is [1] reshaped to [].
 """
 
 from __future__ import annotations
@@ -26,14 +30,36 @@ from lir.manifest import Graph, Manifest
 MAX_BATCH = 64
 PREFERRED_BATCHES = (8, 32)
 QUEUE_DELAY_US = 100
-TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}
 TEXT_SHIM = "from lir.serving.triton_models import TextEncoderModel as TritonPythonModel  # noqa: F401\n"
 GRAPH_SHIM = "from lir.serving.triton_models import GraphModel as TritonPythonModel  # noqa: F401\n"
 
 
 def _tensor(name: str, dtype: str, dims: list) -> str:
+    """One tensor of a config; a tensor of one value per batch item is [1] reshaped to []."""
+    if not dims:
+        return f'  {{ name: "{name}" data_type: {dtype} dims: [ 1 ] reshape: {{ shape: [ ] }} }}'
     shape = ", ".join(str(d) if isinstance(d, int) else "-1" for d in dims)
     return f'  {{ name: "{name}" data_type: {dtype} dims: [ {shape} ] }}'
+
+
+def text_outputs(manifest: Manifest) -> list[str]:
+    """The text endpoint's outputs per family: one embedding, token vectors and mask, or top-k terms."""
+    dim = manifest.embedding_dim
+    if manifest.family == "multi-vector":
+        return [_tensor("EMBEDDINGS", "TYPE_FP32", [-1, dim]), _tensor("SCORING_MASK", "TYPE_BOOL", [-1])]
+    if manifest.family == "sparse":
+        return [_tensor("TERM_IDS", "TYPE_INT64", [-1]), _tensor("WEIGHTS", "TYPE_FP32", [-1])]
+    return [_tensor("EMBEDDINGS", "TYPE_FP32", [dim])]
+
+
+def family_parameters(manifest: Manifest) -> dict[str, str]:
+    """The model family, its vector size (the sparse outputs do not show it) and the aggregation of a
+    multi-vector model, as config parameters."""
+    found = {"family": manifest.family, "embedding_dim": str(manifest.embedding_dim)}
+    if manifest.aggregation is not None:
+        found["aggregation"] = manifest.aggregation
+    return found
 
 
 def _common(parameters: dict[str, str], kind: str) -> str:
@@ -53,14 +79,15 @@ def _fingerprint(manifest: Manifest) -> dict[str, str]:
 
 
 def text_endpoint_config(manifest: Manifest, device: str = "cpu", variant: str = "fp32") -> str:
-    """config.pbtxt of the text endpoint: TEXT strings → EMBEDDINGS; the role is a request parameter."""
+    """config.pbtxt of the text endpoint: TEXT strings → the family's outputs; the role is a request parameter."""
+    outputs = ",\n".join(text_outputs(manifest))
     return (
         'backend: "python"\n'
         f"max_batch_size: {MAX_BATCH}\n"
         f"input [\n{_tensor('TEXT', 'TYPE_STRING', [1])}\n]\n"
-        f"output [\n{_tensor('EMBEDDINGS', 'TYPE_FP32', [manifest.embedding_dim])}\n]\n"
+        f"output [\n{outputs}\n]\n"
         + _common(
-            {"variant": variant, "device": device} | _fingerprint(manifest),
+            {"variant": variant, "device": device} | family_parameters(manifest) | _fingerprint(manifest),
             "KIND_GPU" if device == "cuda" else "KIND_CPU",
         )
     )

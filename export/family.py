@@ -1,0 +1,88 @@
+"""What exporting differs in between model families, as one explicit class per family.
+
+A family says which graphs it exports (`plans`), what PyTorch computes for each probe text
+(`expected_rows`), what a graph computed for each text of a batch (`graph_rows`), how far the two are
+apart (`compare`: max abs difference and min cosine), how rows are packed and scored for the
+effectiveness check (`pack`, `scores`), and which manifest fields are its own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from lir.export.graphs import GraphPlan
+from lir.export.limits import MIN_COSINE
+from lir.train.module import BiEncoderModule
+from lir.vectors import Encoded
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two [N, D] arrays: 1 where both rows are zero, 0 where only one is."""
+    norm_a, norm_b = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    norms = norm_a * norm_b
+    dots = (a * b).sum(-1) / np.where(norms == 0, 1.0, norms)
+    return np.where((norm_a == 0) & (norm_b == 0), 1.0, np.where(norms == 0, 0.0, dots))
+
+
+class FamilyExport(ABC):
+    """The family-specific half of an export; `module` is the PyTorch side it is checked against."""
+
+    family: str
+    min_cosine: dict[str, float] = MIN_COSINE
+    """The lowest cosine to PyTorch each numeric variant may reach (what `compare` measures)."""
+
+    def __init__(self, module: BiEncoderModule) -> None:
+        self.module = module
+        self.model = module.model
+
+    @property
+    def normalize_in_graph(self) -> bool:
+        """Whether the graphs L2-normalize what the model leaves unnormalized (cosine similarity)."""
+        config = self.model.config
+        return config.similarity == "cosine" and not getattr(config, "normalize", False)
+
+    @abstractmethod
+    def plans(self) -> list[GraphPlan]:
+        """The graphs to export, encoders first."""
+
+    @abstractmethod
+    def expected_rows(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, role: str, lengths: list[int]
+    ) -> list[Any]:
+        """PyTorch's output for each text of a padded batch (`lengths`: each text's token count)."""
+
+    @abstractmethod
+    def graph_rows(self, outputs: list[np.ndarray], lengths: list[int]) -> list[Any]:
+        """A graph's outputs for a batch, split per text (`lengths`: each text's token count)."""
+
+    @abstractmethod
+    def compare(self, got: Any, expected: Any) -> tuple[float, float]:
+        """Max abs difference and min cosine of one text's graph row against PyTorch's."""
+
+    @abstractmethod
+    def pack(self, rows: list[Any]) -> Encoded:
+        """Graph rows of many texts in the family's packed form (lir.vectors)."""
+
+    @abstractmethod
+    def scores(self, queries: Encoded, docs: Encoded) -> np.ndarray:
+        """[Q, N] scores of packed queries against packed documents (the numpy reference)."""
+
+    @abstractmethod
+    def manifest_fields(self) -> dict[str, Any]:
+        """family, similarity, embedding_dim, normalized, encoders and the family's own fields."""
+
+    def provenance(self, expected: dict[str, list[Any]]) -> dict[str, Any]:
+        """Family-specific provenance, from PyTorch's rows of the probe texts."""
+        return {}
+
+    def warnings(self, expected: dict[str, list[Any]]) -> list[str]:
+        """What the user should know about this export, from PyTorch's rows of the probe texts."""
+        return []
+
+    def compare_scorer(self, session: ort.InferenceSession, expected: dict[str, list[Any]]) -> tuple[float, float]:
+        """Max difference and min cosine of a scoring graph against PyTorch on pairs of probe rows."""
+        raise NotImplementedError(f"{self.family} models export no scoring graph")

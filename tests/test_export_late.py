@@ -1,0 +1,297 @@
+"""lir-export for multi-vector (ColBERT) and sparse (SPLADE) models: graphs, parity, manifest, Triton configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from lir.errors import LirError
+from lir.export.bundle import export_model, family_export, verify
+from lir.export.cli import build_parser
+from lir.export.graphs import trace
+from lir.export.limits import FP32_TOLERANCE, MIN_TERM_COSINE, MIN_TOKEN_COSINE, ParityError
+from lir.export.multi_vector import MultiVectorExport, ScorerGraph
+from lir.export.parity import Reference, find_probe_data, load_probes
+from lir.export.sparse import SparseExport
+from lir.manifest import Manifest, load_manifest
+from lir.tokenization import TextEncoder
+from lir.train import BiEncoderModule
+from lir.train.checkpoints import load_bi_encoder
+from lir.train.multi_vector import MultiVectorModel
+from lir.vectors import MultiVectors, SparseVectors, maxsim
+from tests import builders
+
+TEXTS = [
+    "What causes fever in children?",
+    "Aspirin reduces the risk of heart attack, stroke and death in patients with cardiovascular disease. " * 6,
+    "Short.",
+    "Vitamin D; deficiency (and infection): a meta-analysis!",
+]
+
+
+@pytest.fixture(scope="module")
+def col_dir(tmp_path_factory) -> Path:
+    return builders.lightning_ir_col_dir(tmp_path_factory.mktemp("ckpt") / "col")
+
+
+@pytest.fixture(scope="module")
+def col_export(tmp_path_factory, col_dir, scifact) -> Path:
+    """The tiny Lightning IR ColBERT (dot, mean, attended [MASK], punctuation unscored), fp32 and int8,
+    exported from the loaded model."""
+    out = tmp_path_factory.mktemp("repo")
+    loaded = load_bi_encoder(str(col_dir))
+    return export_model(loaded, out, "col", int8=True, parity_data=str(scifact), log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def exports(col_export, late_repository) -> dict[str, Path]:
+    """Lightning IR ColBERT, colbert-ir ColBERT (cosine, markers, unattended [MASK]) and SPLADE exports."""
+    return {"col": col_export, "colbert": late_repository / "colbert", "splade": late_repository / "splade"}
+
+
+def _sessions(directory: Path, manifest: Manifest, variant: str = "fp32") -> dict[str, ort.InferenceSession]:
+    found = {}
+    for name, graph in manifest.graphs.items():
+        path = directory / graph.variants[variant].file if variant in graph.variants else None
+        if path:
+            found[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return found
+
+
+def _run(directory: Path, manifest: Manifest, role: str, texts: list[str]) -> list[np.ndarray]:
+    """The role's encoder graph on texts tokenized as a consumer does (the manifest's rules)."""
+    encoder = TextEncoder.from_manifest(directory, manifest, role)
+    input_ids, attention_mask = encoder.batch(encoder.encode(texts))
+    session = _sessions(directory, manifest)[manifest.encoders[role]]
+    return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+
+
+def test_multi_vector_manifests(exports, col_dir):
+    col, colbert = load_manifest(exports["col"]), load_manifest(exports["colbert"])
+    for manifest in (col, colbert):
+        assert manifest.family == "multi-vector" and manifest.embedding_dim == 16
+        assert manifest.encoders == {"query": "query_encoder", "doc": "doc_encoder"}
+        assert manifest.scorer == "scorer" and manifest.top_k is None
+        assert set(manifest.graphs) == {"query_encoder", "doc_encoder", "scorer"}
+        for name in manifest.encoders.values():
+            graph = manifest.graphs[name]
+            assert [(t.name, t.dtype, t.shape) for t in graph.inputs] == [
+                ("input_ids", "int64", ["batch", "sequence"]),
+                ("attention_mask", "int64", ["batch", "sequence"]),
+            ]
+            assert [(t.name, t.dtype, t.shape) for t in graph.outputs] == [
+                ("embeddings", "float32", ["batch", "sequence", 16]),
+                ("scoring_mask", "bool", ["batch", "sequence"]),
+            ]
+            assert set(graph.variants) == {"fp32", "int8"}
+            assert graph.variants["fp32"].max_abs_diff <= FP32_TOLERANCE
+            assert graph.variants["int8"].min_cosine >= MIN_TOKEN_COSINE["int8"]
+            assert graph.variants["fp32"].effectiveness["measure"] == "nDCG@10"
+        scorer = manifest.graphs["scorer"]
+        assert [(t.name, t.dtype) for t in scorer.inputs] == [
+            ("query_embeddings", "float32"),
+            ("query_mask", "bool"),
+            ("doc_embeddings", "float32"),
+            ("doc_mask", "bool"),
+        ]
+        assert [(t.name, t.shape) for t in scorer.outputs] == [("scores", ["batch"])]
+        assert set(scorer.variants) == {"fp32"} and scorer.variants["fp32"].max_abs_diff <= FP32_TOLERANCE
+        same = {manifest.graphs[g].variants["int8"].effectiveness["value"] for g in manifest.encoders.values()}
+        assert len(same) == 1, "one effectiveness per variant, measured with both encoders"
+    assert (col.similarity, col.normalized, col.aggregation) == ("dot", False, "mean")
+    assert (col.query.max_length, col.query.expansion_token, col.query.attend_expansion) == (16, "[MASK]", True)
+    assert col.doc.max_length == 48 and col.provenance["source_format"] == "lightning-ir"
+    assert col.provenance["source"] == str(col_dir), "exported from the loaded model, named by its source"
+    assert col.provenance["fused"] is True
+    assert (colbert.similarity, colbert.normalized, colbert.aggregation) == ("cosine", True, "sum")
+    assert (colbert.query.marker, colbert.doc.marker, colbert.query.attend_expansion) == (
+        "[unused0]",
+        "[unused1]",
+        False,
+    )
+    assert Manifest.from_dict(col.to_dict()) == col
+
+
+@pytest.mark.parametrize("name, checkpoint", [("col", "col_dir"), ("colbert", None)])
+def test_multi_vector_graphs_equal_pytorch(exports, request, tmp_path, name, checkpoint):
+    source = request.getfixturevalue(checkpoint) if checkpoint else builders.colbert_ir_dir(tmp_path / "colbert")
+    manifest = load_manifest(exports[name])
+    module = BiEncoderModule(str(source))
+    masks = {}
+    for role in ("query", "doc"):
+        vectors, masks[role] = _run(exports[name], manifest, role, TEXTS)
+        expected = module.encode(TEXTS, role)
+        got = MultiVectors.from_list([v[m] for v, m in zip(vectors, masks[role], strict=True)], 16)
+        np.testing.assert_array_equal(got.offsets, expected.offsets)
+        want = expected.vectors
+        if manifest.similarity == "cosine":
+            want = want / np.linalg.norm(want, axis=1, keepdims=True)
+            np.testing.assert_allclose(np.linalg.norm(got.vectors, axis=1), 1, atol=1e-5)
+        np.testing.assert_allclose(got.vectors, want, atol=1e-4)
+    assert masks["query"].dtype == bool and masks["query"].all(), "queries are expanded to 16 scored tokens"
+    assert masks["query"].shape == (len(TEXTS), 16)
+    doc = TextEncoder.from_manifest(exports[name], manifest, "doc").encode(TEXTS[3:])[0]
+    punctuation = [i for i, token in enumerate(doc) if module.loaded.tokenizer.id_to_token(token) in set(";():!")]
+    assert len(punctuation) == 5 and not masks["doc"][3, punctuation].any(), "punctuation is not scored"
+
+
+def test_scorer_equals_pair_scores_and_maxsim(exports, col_dir):
+    manifest = load_manifest(exports["col"])
+    module = BiEncoderModule(str(col_dir))
+    sessions = _sessions(exports["col"], manifest)
+    queries, docs = TEXTS[:2] * 2, TEXTS
+    q_vectors, q_mask = _run(exports["col"], manifest, "query", queries)
+    d_vectors, d_mask = _run(exports["col"], manifest, "doc", docs)
+    scores = sessions["scorer"].run(
+        None,
+        {"query_embeddings": q_vectors, "query_mask": q_mask, "doc_embeddings": d_vectors, "doc_mask": d_mask},
+    )[0]
+    with torch.inference_mode():
+        expected = module.model.pair_scores(*(torch.from_numpy(x) for x in (q_vectors, q_mask, d_vectors, d_mask)))
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=1e-5)
+    packed = MultiVectors.from_list([v[m] for v, m in zip(d_vectors, d_mask, strict=True)], 16)
+    for i in range(len(queries)):
+        by_maxsim = maxsim(q_vectors[i][q_mask[i]], packed, manifest.aggregation)[i]
+        assert by_maxsim == pytest.approx(scores[i], rel=1e-5, abs=1e-5)
+
+
+def test_sparse_manifest(exports):
+    manifest = load_manifest(exports["splade"])
+    assert (manifest.family, manifest.similarity, manifest.normalized) == ("sparse", "dot", False)
+    assert (manifest.embedding_dim, manifest.top_k, manifest.aggregation, manifest.scorer) == (30522, 1024, None, None)
+    assert manifest.encoders == {"query": "encoder", "doc": "encoder"} and set(manifest.graphs) == {"encoder"}
+    graph = manifest.graphs["encoder"]
+    assert [(t.name, t.dtype, t.shape) for t in graph.outputs] == [
+        ("term_ids", "int64", ["batch", 1024]),
+        ("weights", "float32", ["batch", 1024]),
+    ]
+    assert set(graph.variants) == {"fp32", "int8"}
+    assert graph.variants["fp32"].max_abs_diff <= FP32_TOLERANCE
+    assert graph.variants["int8"].min_cosine >= MIN_TERM_COSINE["int8"]
+    assert graph.variants["int8"].effectiveness["measure"] == "nDCG@10"
+    # the tiny random head activates about half the vocabulary: every probe text is truncated
+    assert manifest.provenance["top_k_truncated"] == manifest.provenance["probe_texts"] == {"query": 64, "doc": 64}
+
+
+def test_sparse_graph_equals_pytorch(exports, tmp_path):
+    manifest = load_manifest(exports["splade"])
+    module = BiEncoderModule(str(builders.lightning_ir_splade_dir(tmp_path / "splade")))
+    for role in ("query", "doc"):
+        term_ids, weights = _run(exports["splade"], manifest, role, TEXTS)
+        assert term_ids.dtype == np.int64 and weights.shape == (len(TEXTS), 1024)
+        assert (np.diff(weights, axis=1) <= 0).all(), "the heaviest terms first"
+        dense = module.encode(TEXTS, role).to_dense()
+        for row, ids, values in zip(dense, term_ids, weights, strict=True):
+            np.testing.assert_allclose(values, row[ids], atol=1e-5)  # the weights of the terms returned
+            unreturned = np.delete(row, ids)
+            assert unreturned.max() <= values.min() + 1e-5  # and no heavier term left out
+        packed = SparseVectors.from_topk(term_ids, weights, manifest.embedding_dim)
+        assert (packed.lengths == 1024).all() and (packed.weights > 0).all()
+
+
+def test_sparse_top_k(tmp_path):
+    module = BiEncoderModule(str(builders.lightning_ir_splade_dir(tmp_path / "ckpt")))
+    family = SparseExport(module, top_k=8)
+    assert family.manifest_fields()["top_k"] == 8 and family_export(module, top_k=10**6).top_k == 30522
+    plan = family.plans()[0]
+    assert [t.shape for t in plan.outputs] == [["batch", 8], ["batch", 8]]
+    trace(plan, tmp_path / "encoder.onnx")
+    encoder = module.encoders["doc"]
+    input_ids, attention_mask = encoder.batch(encoder.encode(TEXTS))
+    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    term_ids, weights = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+    expected = module.forward_batch(input_ids, attention_mask, "doc")[0].topk(8)
+    np.testing.assert_array_equal(term_ids, expected.indices.numpy())
+    np.testing.assert_allclose(weights, expected.values.numpy(), atol=1e-5)
+    rows = {"doc": family.expected_rows(input_ids, attention_mask, "doc", [0] * len(TEXTS))}
+    assert family.warnings(rows)[0].startswith("4 of 4 probe texts have more than 8 nonzero terms")
+    assert build_parser().parse_args(["--model", "m", "--top-k", "8"]).top_k == 8
+    assert "--top-k" in build_parser().format_help()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--top-k", "0"])
+
+
+def test_parity_failure_leaves_nothing(col_dir, tmp_path, scifact):
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_model(str(col_dir), tmp_path, "strict", tolerance=0.0, parity_data=str(scifact), log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_fusion_falls_back_to_the_plain_graph(col_dir, tmp_path, scifact, monkeypatch):
+    def broken(source: Path, target: Path, *_) -> bool:
+        raise LirError("the optimizer does not know this graph")
+
+    monkeypatch.setattr("lir.export.bundle.optimize_encoder", broken)
+    messages: list[str] = []
+    exported = export_model(str(col_dir), tmp_path, "plain", parity_data=str(scifact), log=messages.append)
+    provenance = load_manifest(exported).provenance
+    assert provenance["fused"] is False
+    assert set(provenance["fusion_fallback"]) == {"query_encoder", "doc_encoder"}
+    assert any("kept the unfused graph" in m for m in messages)
+    assert sorted(p.name for p in exported.iterdir() if p.suffix == ".onnx") == [
+        "doc_encoder.onnx",
+        "query_encoder.onnx",
+        "scorer.onnx",
+    ]
+
+
+def test_a_wrong_scorer_is_refused(col_dir, tmp_path, scifact):
+    module = BiEncoderModule(str(col_dir))
+    family = MultiVectorExport(module)
+    reference = Reference.compute(family, load_probes(find_probe_data(str(scifact))))
+    plan = family.plans()[-1]
+    model = module.model
+    summing = MultiVectorModel(model.backbone, dataclasses.replace(model.config, aggregation="sum"), model.projection)
+    plan.module = ScorerGraph(summing)  # the model averages over query tokens
+    trace(plan, tmp_path / "scorer.onnx")
+    with pytest.raises(ParityError, match="scorer graph differs from PyTorch"):
+        verify(reference, plan, tmp_path / "scorer.onnx", "fp32")
+
+
+def test_a_wrong_scoring_mask_is_refused(col_dir):
+    family = MultiVectorExport(BiEncoderModule(str(col_dir)))
+    row = (np.array([True, True, False]), np.ones((2, 4), np.float32))
+    with pytest.raises(ParityError, match="scoring mask differs"):
+        family.compare((np.array([True, True, True]), np.ones((3, 4), np.float32)), row)
+    with pytest.raises(ParityError, match="padding"):
+        family.graph_rows([np.ones((1, 4, 2), np.float32), np.array([[True, True, False, True]])], [3])
+
+
+def _config(path: Path) -> str:
+    return path.read_text()
+
+
+def test_triton_configs(exports):
+    for name, directory in exports.items():
+        manifest = load_manifest(directory)
+        endpoint = _config(directory / "config.pbtxt")
+        assert f'key: "family" value: {{ string_value: "{manifest.family}" }}' in endpoint
+        assert _config(directory / "configs" / "onnxruntime.pbtxt").count("KIND_GPU") == 1
+        for graph_name, graph in manifest.graphs.items():
+            model = directory.parent / f"{name}.{graph_name}"
+            link = model / "1" / "model.onnx"
+            assert os.path.realpath(link) == str((directory / graph.variants["fp32"].file).resolve())
+            for config in (_config(model / "config.pbtxt"), _config(model / "configs" / "onnxruntime.pbtxt")):
+                for tensor in graph.inputs + graph.outputs:
+                    assert f'name: "{tensor.name}"' in config
+                    if tensor.dtype == "bool":
+                        assert f'name: "{tensor.name}" data_type: TYPE_BOOL dims: [ -1 ]' in config
+    col = _config(exports["col"] / "config.pbtxt")
+    assert '{ name: "EMBEDDINGS" data_type: TYPE_FP32 dims: [ -1, 16 ] }' in col
+    assert '{ name: "SCORING_MASK" data_type: TYPE_BOOL dims: [ -1 ] }' in col
+    assert 'key: "aggregation" value: { string_value: "mean" }' in col
+    splade = _config(exports["splade"] / "config.pbtxt")
+    assert '{ name: "TERM_IDS" data_type: TYPE_INT64 dims: [ -1 ] }' in splade
+    assert '{ name: "WEIGHTS" data_type: TYPE_FP32 dims: [ -1 ] }' in splade
+    assert "aggregation" not in splade
+    scorer = _config(exports["col"].parent / "col.scorer" / "configs" / "onnxruntime.pbtxt")
+    assert '{ name: "query_embeddings" data_type: TYPE_FP32 dims: [ -1, 16 ] }' in scorer
+    assert '{ name: "scores" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] } }' in scorer
+    encoder = _config(exports["splade"].parent / "splade.encoder" / "config.pbtxt")
+    assert '{ name: "term_ids" data_type: TYPE_INT64 dims: [ 1024 ] }' in encoder
