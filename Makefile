@@ -36,6 +36,7 @@ test: $(STAMP)
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact
 	$(BIN)/python benchmarks/bench_serving.py --model $(MODEL) --data $(DATA)/scifact
+	$(BIN)/python benchmarks/bench_indexes.py --scale scifact  # synthetic; --scale 1m: 1M docs, ~30 min, ~8 GB
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

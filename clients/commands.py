@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from lir.clients.dense_index import DenseIndex
 from lir.clients.engines import open_engine
-from lir.clients.retriever import Retriever
+from lir.clients.indexes import open_index
+from lir.clients.retriever import Retriever, build_index
 from lir.collections import iter_docs, read_qrels_spec, read_queries
 from lir.errors import LirError
 from lir.metrics import DEFAULT_MEASURES, evaluate, format_table
@@ -21,20 +21,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the client subcommands to the `lir` parser."""
     index = sub.add_parser(
         "index",
-        help="encode a corpus and write a dense index",
-        description="Encode a corpus with an exported model and write a Faiss index.",
+        help="encode a corpus and write an index",
+        description="Encode a corpus with an exported model and write the index of its family: a Faiss index "
+        "(single-vector), token vectors (multi-vector) or an inverted index (sparse).",
     )
     _engine_options(index, required=True)
     index.add_argument("--corpus", required=True, help="BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
     index.add_argument("--output", required=True, help="index folder to write")
-    index.add_argument("--factory", default="Flat", help="Faiss factory string (default: %(default)s, exact)")
+    index.add_argument(
+        "--factory",
+        help="index spec: a Faiss factory string for single-vector models (default Flat, exact); for multi-vector "
+        "models exact (default) or a Faiss factory over token vectors for candidates (e.g. IVF1024,Flat); for "
+        "sparse models the impact precision float32 (default, exact), float16 or uint8",
+    )
     index.add_argument("--overwrite", action="store_true", help="replace an existing index")
     index.set_defaults(handler=run_index)
 
     search = sub.add_parser(
         "search",
         help="search an index and write a TREC run",
-        description="Encode queries, search a dense index, write a TREC run file.",
+        description="Encode queries, search an index written by `lir index`, write a TREC run file.",
     )
     _engine_options(search, required=False)
     search.add_argument("--index", required=True, help="index folder written by `lir index`")
@@ -42,7 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--split", help="with a BEIR folder: keep the queries judged in this split (e.g. test)")
     search.add_argument("--output", required=True, help="TREC run file to write")
     search.add_argument("-k", "--k", type=int, default=100, help="documents per query (default: %(default)s)")
-    search.add_argument("--search-params", help="Faiss search parameters, e.g. nprobe=16 or efSearch=128")
+    search.add_argument(
+        "--search-params",
+        help="search parameters, e.g. nprobe=16 or efSearch=128 (Faiss); multi-vector also token_k=…,candidates=…",
+    )
     search.set_defaults(handler=run_search)
 
     evaluation = sub.add_parser(
@@ -80,9 +89,9 @@ def run_index(args: argparse.Namespace) -> int:
         raise LirError(f"{args.corpus} holds no documents")
     with open_engine(args.engine, args.variant, args.device) as engine:
         start = time.perf_counter()
-        embeddings = engine.encode_docs([text for _, text in docs], batch_size=args.batch_size, progress=True)
+        encoded = engine.encode_docs([text for _, text in docs], batch_size=args.batch_size, progress=True)
         seconds = time.perf_counter() - start
-        index = DenseIndex.build(embeddings, [did for did, _ in docs], args.factory, engine.fingerprint)
+        index = build_index(engine, encoded, [did for did, _ in docs], args.factory)
         directory = str(engine.directory.resolve()) if engine.directory else None
         index.info["engine"] = {"url": args.engine, "directory": directory, "variant": args.variant}
     index.save(args.output, overwrite=args.overwrite)
@@ -94,7 +103,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    index = DenseIndex.load(args.index)
+    index = open_index(args.index)
     if args.search_params:
         index.set_search_parameters(args.search_params)
     built_by = index.info.get("engine", {})

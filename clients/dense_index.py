@@ -6,19 +6,27 @@ Scores are inner products: cosine models export L2-normalized embeddings, so thi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
 
+from lir.clients.indexes import (
+    IDS_FILE,
+    INFO_FILE,
+    check_doc_ids,
+    read_doc_ids,
+    read_index_info,
+    save_index_folder,
+    write_doc_ids,
+)
 from lir.errors import LirError
-from lir.files import atomic_directory, atomic_write_text, read_json, sha256_file
 
-INDEX_FILE, IDS_FILE, INFO_FILE = "index.faiss", "doc_ids.json", "index.json"
+INDEX_FILE = "index.faiss"
 FORMAT = "lir-dense-index"
+__all__ = ["DenseIndex", "FORMAT", "IDS_FILE", "INDEX_FILE", "INFO_FILE"]
 
 
 @dataclass
@@ -28,6 +36,7 @@ class DenseIndex:
     index: faiss.Index
     doc_ids: list[str]
     info: dict[str, Any]
+    FORMAT: ClassVar[str] = FORMAT
 
     @classmethod
     def build(
@@ -36,8 +45,7 @@ class DenseIndex:
         """Index `embeddings` (rows in the order of `doc_ids`) with a Faiss factory string."""
         if embeddings.ndim != 2 or len(embeddings) != len(doc_ids):
             raise LirError(f"{len(doc_ids)} doc ids for embeddings of shape {embeddings.shape}")
-        if len(set(doc_ids)) != len(doc_ids):
-            raise LirError("the corpus repeats doc ids")
+        doc_ids = check_doc_ids(doc_ids, len(embeddings), "embeddings")
         vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
         try:
             index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -82,33 +90,22 @@ class DenseIndex:
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write the index folder atomically: index, doc ids, and info with their checksums."""
-        with atomic_directory(directory, overwrite=overwrite) as staging:
-            faiss.write_index(self.index, str(staging / INDEX_FILE))
-            atomic_write_text(staging / IDS_FILE, json.dumps(self.doc_ids))
-            checksums = {name: sha256_file(staging / name) for name in (INDEX_FILE, IDS_FILE)}
-            atomic_write_text(staging / INFO_FILE, json.dumps(self.info | {"sha256": checksums}, indent=2) + "\n")
-        return Path(directory)
+        writers = {
+            INDEX_FILE: lambda path: faiss.write_index(self.index, str(path)),
+            IDS_FILE: write_doc_ids(self.doc_ids),
+        }
+        return save_index_folder(directory, self.info, writers, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> DenseIndex:
         """Read an index folder; with `verify`, a file that does not match its checksum is refused."""
         folder = Path(directory)
-        if not (folder / INFO_FILE).is_file():
-            raise LirError(f"{folder} is not a lir index: no {INFO_FILE}")
-        info = read_json(folder / INFO_FILE)
-        if info.get("format") != FORMAT:
-            raise LirError(f"{folder} holds a {info.get('format')!r} index, expected {FORMAT!r}")
-        for name in (INDEX_FILE, IDS_FILE):
-            if not (folder / name).is_file():
-                raise LirError(f"{folder / name} is missing")
-            if verify and sha256_file(folder / name) != info.get("sha256", {}).get(name):
-                raise LirError(f"{folder / name} does not match its checksum: the index is corrupted")
+        info = read_index_info(folder, FORMAT, (INDEX_FILE, IDS_FILE), verify=verify)
         try:
             index = faiss.read_index(str(folder / INDEX_FILE))
-            doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
-        except (RuntimeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RuntimeError as exc:
             raise LirError(f"{folder} cannot be read ({str(exc).strip().splitlines()[-1]})") from None
-        if index.ntotal != len(doc_ids) or index.d != info.get("dim"):
-            raise LirError(f"{folder}: {index.ntotal} vectors of dim {index.d} but {len(doc_ids)} doc ids")
-        info.pop("sha256", None)
+        doc_ids = read_doc_ids(folder, index.ntotal)
+        if index.d != info.get("dim"):
+            raise LirError(f"{folder}: vectors of dim {index.d} but index.json records dim {info.get('dim')}")
         return cls(index, doc_ids, info)

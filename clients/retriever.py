@@ -1,4 +1,4 @@
-"""`Retriever`: queries → encode → search → ranked results, over any engine and a dense index."""
+"""`Retriever`: queries → encode → search → ranked results, over any engine and the index of its family."""
 
 from __future__ import annotations
 
@@ -6,14 +6,38 @@ from collections.abc import Mapping
 
 from lir.clients.dense_index import DenseIndex
 from lir.clients.engine import Engine
+from lir.clients.multi_vector_index import MultiVectorIndex
+from lir.clients.sparse_index import SparseIndex
 from lir.errors import LirError
 from lir.trec import Run
+from lir.vectors import Encoded
+
+Index = DenseIndex | MultiVectorIndex | SparseIndex
+INDEX_OF_FAMILY: dict[str, type] = {
+    "single-vector": DenseIndex,
+    "multi-vector": MultiVectorIndex,
+    "sparse": SparseIndex,
+}
+DEFAULT_SPECS = {"single-vector": "Flat", "multi-vector": "exact", "sparse": "float32"}
+
+
+def build_index(engine: Engine, docs: Encoded, doc_ids: list[str], spec: str | None = None) -> Index:
+    """The index of the engine's family over encoded documents; `spec` is the family's index spec string
+    (Faiss factory for single-vector, `exact` or a Faiss factory over token vectors for multi-vector,
+    impact precision `float32`/`float16`/`uint8` for sparse)."""
+    family = engine.family
+    spec = spec or DEFAULT_SPECS[family]
+    if family == "multi-vector":
+        return MultiVectorIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, progress=True)
+    if family == "sparse":
+        return SparseIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True)
+    return DenseIndex.build(docs, doc_ids, spec, engine.fingerprint)
 
 
 class Retriever:
-    """Dense retrieval with an engine whose model built the index."""
+    """Retrieval with an engine whose model built the index."""
 
-    def __init__(self, engine: Engine, index: DenseIndex) -> None:
+    def __init__(self, engine: Engine, index: Index) -> None:
         built_with = index.info.get("model") or {}
         if built_with and built_with != engine.fingerprint:
             raise LirError(
@@ -21,6 +45,8 @@ class Retriever:
                 f"({built_with.get('doc_encoder_sha256', '?')[:12]}), the engine runs "
                 f"{engine.fingerprint['model']!r} ({engine.fingerprint['doc_encoder_sha256'][:12]})"
             )
+        if not isinstance(index, INDEX_OF_FAMILY[engine.family]):
+            raise LirError(f"a {type(index).__name__} cannot be searched with a {engine.family} model")
         self.engine = engine
         self.index = index
 
@@ -29,8 +55,8 @@ class Retriever:
         if not queries:
             return {}
         query_ids = list(queries)
-        embeddings = self.engine.encode_queries([queries[q] for q in query_ids], batch_size=batch_size)
-        scores, doc_ids = self.index.search(embeddings, k)
+        encoded = self.engine.encode_queries([queries[q] for q in query_ids], batch_size=batch_size)
+        scores, doc_ids = self.index.search(encoded, k)
         return {
             qid: {did: float(score) for did, score in zip(ids, row, strict=False)}
             for qid, ids, row in zip(query_ids, doc_ids, scores, strict=True)

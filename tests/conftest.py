@@ -48,3 +48,39 @@ def minilm_export(tmp_path_factory, scifact) -> Path:
     return export_model(
         "sentence-transformers/all-MiniLM-L6-v2", out, "minilm", int8=True, parity_data=str(scifact), log=lambda _: None
     )
+
+
+@pytest.fixture(scope="session")
+def minilm_colbert(tmp_path_factory, scifact) -> tuple[Path, Path]:
+    """A MiniLM-initialized ColBERT (random 128-d projection) in Lightning IR's format, and its export."""
+    from lir.export.bundle import export_model
+
+    checkpoint = builders.minilm_colbert_dir(tmp_path_factory.mktemp("ckpt") / "minilm-colbert")
+    out = tmp_path_factory.mktemp("repo")
+    return checkpoint, export_model(str(checkpoint), out, "colbert", parity_data=str(scifact), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def minilm_splade(tmp_path_factory, scifact) -> tuple[Path, Path]:
+    """A MiniLM-initialized SPLADE (random MLM head) in Lightning IR's format, and its export."""
+    from lir.export.bundle import export_model
+
+    checkpoint = builders.minilm_splade_dir(tmp_path_factory.mktemp("ckpt") / "minilm-splade")
+    out = tmp_path_factory.mktemp("repo")
+    return checkpoint, export_model(str(checkpoint), out, "splade", parity_data=str(scifact), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def late_repository(tmp_path_factory, scifact) -> Path:
+    """One model repository holding a tiny ColBERT (`colbert`, colbert-ir's layout: unattended [MASK]
+    expansion, markers, L2) and a tiny SPLADE (`splade`), exported with their int8 variants."""
+    from lir.export.bundle import export_model
+
+    checkpoints = tmp_path_factory.mktemp("ckpt")
+    out = tmp_path_factory.mktemp("repo")
+    for name, checkpoint in (
+        ("colbert", builders.colbert_ir_dir(checkpoints / "colbert")),
+        ("splade", builders.lightning_ir_splade_dir(checkpoints / "splade")),
+    ):
+        export_model(str(checkpoint), out, name, int8=True, parity_data=str(scifact), log=lambda _: None)
+    return out

@@ -76,18 +76,22 @@ class BiEncoderModule:
     @torch.inference_mode()
     def score(self, query: str, docs: Sequence[str], batch_size: int = 32) -> ScoreOutput:
         """Scores of `query` against each of `docs` with the model's own similarity (PyTorch)."""
-        q_ids = self.encoders["query"].batch(self.tokenize([query], "query"))
+        return ScoreOutput(self.score_matrix([query], docs, batch_size)[0])
+
+    @torch.inference_mode()
+    def score_matrix(self, queries: Sequence[str], docs: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """[Q, N] scores of every query against every document (brute force; each text encoded once)."""
+        query_ids = self.tokenize(queries, "query")
+        query_out = [
+            self.forward_batch(*self.encoders["query"].batch(query_ids[i : i + batch_size]), "query")
+            for i in range(0, len(query_ids), batch_size)
+        ]
         doc_ids = self.tokenize(docs, "doc")
-        query_out = self.forward_batch(*q_ids, "query")
-        scores = []
+        columns = []
         for start in range(0, len(doc_ids), batch_size):
             doc_out = self.forward_batch(*self.encoders["doc"].batch(doc_ids[start : start + batch_size]), "doc")
-            if self.family == "multi-vector":
-                scores.append(self.model.similarity(*query_out, *doc_out)[0])
-            else:
-                scores.append(self.model.similarity(query_out[0], doc_out[0])[0])
-        return ScoreOutput(torch.cat(scores) if scores else torch.empty(0))
-
+            columns.append(torch.cat([self.model.similarity(*q, *doc_out) for q in query_out]))
+        return torch.cat(columns, dim=1) if columns else torch.empty(len(queries), 0)
 
 def sparse_rows(dense: np.ndarray) -> SparseVectors:
     """The nonzero entries of [N, V] weights as `SparseVectors`."""

@@ -1,0 +1,378 @@
+"""Multi-vector (ColBERT) and sparse (SPLADE) index benchmark on synthetic data, at two scales.
+
+Multi-vector: build time, size, recall@10 against exact MaxSim and single-query latency (p50/p99) of
+the exact index and of approximate token indexes (Faiss IVF, then exact MaxSim re-scoring).
+Sparse: single-query latency of `SparseIndex` (float32, float16, uint8) against a scipy CSR
+matrix-vector product (docs [N, V] @ query + argpartition), with recall@10 against the exact top 10.
+
+Scales (`--scale`):
+- scifact: 5,183 documents; multi-vector ~150 tokens/doc, dim 128, float32; sparse ~150 terms/doc
+  over a Zipf-like vocabulary of 30,522, queries ~20 terms;
+- 1m: 1,000,000 documents; multi-vector ~16 tokens/doc, dim 128, stored as float16 (~4 GB, plus the
+  token index); sparse ~150 terms/doc (~150M postings).
+
+Token vectors are clustered like ColBERT's: documents belong to topics whose token clusters overlap,
+plus common clusters; a query has 32 tokens from one document's topic, a quarter of them that
+document's own tokens, perturbed. Prints a table per scale, writes bench-results/indexes-<scale>.json
+and .png.
+
+    python benchmarks/bench_indexes.py --scale scifact
+    python benchmarks/bench_indexes.py --scale 1m --mv-specs exact IVF1024,PQ32x8,fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+# Faiss's OpenMP threads spin after each call by default and starve numpy's BLAS threads (and the
+# reverse): on 2 cores, Faiss k-means after numpy work ran 20x slower. Set before Faiss loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+from lir.clients.multi_vector_index import MultiVectorIndex  # noqa: E402
+from lir.clients.sparse_index import SparseIndex  # noqa: E402
+from lir.vectors import MultiVectors, SparseVectors  # noqa: E402
+
+SCALES = {
+    "scifact": {
+        "docs": 5183,
+        "tokens": 150,
+        "storage": "",
+        "mv_specs": ["exact", "IVF1024,Flat", "IVF1024,PQ32x8", "IVF1024,PQ32x4fs,fp16"],
+        "exact_latency_queries": 100,
+        "terms": 150,
+    },
+    "1m": {
+        "docs": 1_000_000,
+        "tokens": 16,
+        "storage": ",fp16",
+        "mv_specs": ["exact", "IVF1024,PQ32x4fs", "IVF1024,PQ32x8"],
+        "exact_latency_queries": 3,
+        "terms": 150,
+    },
+}
+DIM, QUERY_TOKENS, VOCAB, QUERY_TERMS = 128, 32, 30522, 20
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    return x
+
+
+def clustered_multivectors(
+    n_docs: int, mean_len: int, n_queries: int, dtype=np.float32, seed: int = 0, topic_docs: int = 20
+) -> tuple[MultiVectors, MultiVectors]:
+    """ColBERT-like token vectors (see the module doc): `topic_docs` documents per topic, 24 clusters
+    per topic drawn from a pool shared by 16 topics on average, 30% of tokens from 256 common clusters."""
+    rng = np.random.default_rng(seed)
+    n_topics, per_topic, n_common, common_share = max(n_docs // topic_docs, 1), 24, 256, 0.3
+    n_clusters = n_common + max(n_topics * per_topic // 16, per_topic)
+    centroids = unit(rng.standard_normal((n_clusters, DIM)).astype(np.float32))
+    common_p = 1.0 / np.arange(1, n_common + 1)
+    common_p /= common_p.sum()
+    topic_clusters = rng.integers(n_common, n_clusters, (n_topics, per_topic))
+    doc_topic = rng.integers(0, n_topics, n_docs)
+    lengths = rng.poisson(mean_len, n_docs)
+    offsets = np.zeros(n_docs + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    noise = 0.7 / np.sqrt(DIM)
+    vectors = np.empty((int(offsets[-1]), DIM), dtype)
+    doc_of = np.repeat(np.arange(n_docs, dtype=np.int32), lengths)
+    step = 1 << 20
+    for a in range(0, len(vectors), step):
+        b = min(a + step, len(vectors))
+        common = rng.random(b - a) < common_share
+        topic = topic_clusters[doc_topic[doc_of[a:b]], rng.integers(0, per_topic, b - a)]
+        picked = np.where(common, rng.choice(n_common, b - a, p=common_p), topic)
+        vectors[a:b] = unit(centroids[picked] + noise * rng.standard_normal((b - a, DIM), np.float32))
+    del doc_of
+    queries = np.empty((n_queries, QUERY_TOKENS, DIM), np.float32)
+    for i, source in enumerate(rng.choice(np.flatnonzero(lengths > 0), n_queries, replace=False)):
+        own = np.asarray(vectors[offsets[source] : offsets[source + 1]], np.float32)
+        own = own[rng.choice(len(own), min(len(own), QUERY_TOKENS // 4), replace=False)]
+        rest = QUERY_TOKENS - len(own)
+        common = rng.random(rest) < common_share
+        topic = topic_clusters[doc_topic[source], rng.integers(0, per_topic, rest)]
+        picked = np.where(common, rng.choice(n_common, rest, p=common_p), topic)
+        queries[i, : len(own)] = unit(own + 0.5 * noise * rng.standard_normal(own.shape, np.float32))
+        queries[i, len(own) :] = unit(centroids[picked] + noise * rng.standard_normal((rest, DIM), np.float32))
+    query_offsets = np.arange(n_queries + 1, dtype=np.int64) * QUERY_TOKENS
+    return MultiVectors(vectors, offsets), MultiVectors(queries.reshape(-1, DIM), query_offsets)
+
+
+def zipf_sparse(n_docs: int, mean_terms: int, n_queries: int, seed: int = 0) -> tuple[SparseVectors, SparseVectors]:
+    """SPLADE-like rows: distinct terms from a Zipf-like vocabulary (p ~ 1/(rank + 20)), log-normal
+    weights; queries of ~20 terms from a flatter distribution (p ~ 1/(rank + 200))."""
+    rng = np.random.default_rng(seed)
+
+    def rows(n: int, draws: int, shift: float, mu: float) -> SparseVectors:
+        p = 1.0 / (np.arange(VOCAB) + shift)
+        cdf = np.cumsum(p / p.sum())
+        permutation = rng.permutation(VOCAB).astype(np.int32)  # frequent terms anywhere in the vocabulary
+        parts = []
+        for a in range(0, n, 50_000):
+            b = min(a + 50_000, n)
+            terms = np.sort(permutation[np.searchsorted(cdf, rng.random((b - a, draws)))], axis=1)
+            keep = np.ones_like(terms, dtype=bool)
+            keep[:, 1:] = terms[:, 1:] != terms[:, :-1]
+            weights = rng.lognormal(mu, 0.6, terms.shape).astype(np.float32)
+            offsets = np.zeros(b - a + 1, np.int64)
+            np.cumsum(keep.sum(axis=1), out=offsets[1:])
+            parts.append(SparseVectors(terms[keep], weights[keep], offsets, VOCAB))
+        return SparseVectors.concat(parts, VOCAB)
+
+    docs = rows(n_docs, int(mean_terms * 1.09), 20.0, -0.5)  # ~8% of draws repeat a term
+    queries = rows(n_queries, QUERY_TERMS, 200.0, 0.0)
+    return docs, queries
+
+
+def recall_at_10(found: list[list[str]], truth: list[list[str]]) -> float:
+    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+def latencies(search, n: int) -> tuple[float, float]:
+    search(0)  # warm up
+    times = []
+    for i in range(n):
+        start = time.perf_counter()
+        search(i)
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.iterdir()) / 2**20
+
+
+def bench_multi_vector(scale: dict, args: argparse.Namespace, work: Path) -> list[dict]:
+    dtype = np.float16 if scale["storage"] == ",fp16" else np.float32
+    start = time.perf_counter()
+    docs, queries = clustered_multivectors(
+        scale["docs"], scale["tokens"], args.queries, dtype, args.seed, args.topic_docs
+    )
+    print(
+        f"multi-vector: {len(docs)} docs ({args.topic_docs} per topic), {len(docs.vectors)} tokens of dim {DIM} "
+        f"({np.dtype(dtype).name}), "
+        f"{len(queries)} queries of {QUERY_TOKENS} tokens, generated in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    ids = [f"d{i}" for i in range(len(docs))]
+    one = [MultiVectors(queries[i], np.array([0, QUERY_TOKENS])) for i in range(len(queries))]
+    truth_queries = min(args.recall_queries or len(queries), len(queries))
+    rows, truth = [], None
+    for spec in args.mv_specs or scale["mv_specs"]:
+        spec = spec if spec.endswith(",fp16") or spec.endswith(",fp32") else spec + scale["storage"]
+        start = time.perf_counter()
+        index = MultiVectorIndex.build(docs, ids, spec, progress=True)
+        build_s = time.perf_counter() - start
+        index.save(work / "mv", overwrite=True)
+        del index
+        gc.collect()
+        index = MultiVectorIndex.load(work / "mv", verify=False)  # memory-mapped, as in production
+        size = folder_mb(work / "mv")
+        batch = MultiVectors(queries.vectors[: truth_queries * QUERY_TOKENS], queries.offsets[: truth_queries + 1])
+        start = time.perf_counter()
+        _, found = index.search(batch, k=10)
+        batch_ms = 1000 * (time.perf_counter() - start) / truth_queries
+        if truth is None:
+            if index.info["factory"] != "exact":
+                raise SystemExit("the first multi-vector spec must be exact (the recall reference)")
+            truth = found
+        settings = [""] if index.info["factory"] == "exact" else ["", *args.mv_params]
+        for params in settings:  # the defaults, then other search parameters
+            if params:
+                index.set_search_parameters(params)
+                start = time.perf_counter()
+                _, found = index.search(batch, k=10)
+                batch_ms = 1000 * (time.perf_counter() - start) / truth_queries
+            n_latency = scale["exact_latency_queries"] if index.info["factory"] == "exact" else len(queries)
+            p50, p99 = latencies(lambda i, index=index: index.search(one[i], k=10), min(n_latency, len(one)))
+            row = {
+                "spec": spec + (f" {params}" if params else ""),
+                "build_s": build_s,
+                "size_mb": size,
+                "recall@10": recall_at_10(found, truth),
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "batch_ms_per_query": batch_ms,
+                "search_parameters": dict(index.search_parameters),
+            }
+            rows.append(row)
+            print(
+                f"  {row['spec']:<50} recall@10 {row['recall@10']:.3f}  p50 {p50:.1f} ms  build {build_s:.1f} s",
+                flush=True,
+            )
+        del index
+        gc.collect()
+    shutil.rmtree(work / "mv", ignore_errors=True)
+    return rows
+
+
+def bench_sparse(scale: dict, args: argparse.Namespace, work: Path) -> list[dict]:
+    import scipy.sparse
+
+    start = time.perf_counter()
+    docs, queries = zipf_sparse(scale["docs"], scale["terms"], args.queries, args.seed)
+    print(
+        f"sparse: {len(docs)} docs, {len(docs.term_ids)} postings ({np.mean(docs.lengths):.0f} terms/doc), "
+        f"{len(queries)} queries ({np.mean(queries.lengths):.1f} terms), vocabulary {VOCAB}, "
+        f"generated in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    ids = [f"d{i}" for i in range(len(docs))]
+    one = [queries.take([i]) for i in range(len(queries))]
+    rows, truth = [], None
+    indptr = docs.offsets.astype(np.int32) if docs.offsets[-1] < 2**31 else docs.offsets
+    matrix = scipy.sparse.csr_matrix((docs.weights, docs.term_ids, indptr), shape=(len(docs), VOCAB))
+
+    def csr_search(i: int) -> list[str]:
+        dense = np.zeros(VOCAB, np.float32)
+        terms, weights = queries.row(i)
+        dense[terms] = weights
+        scores = matrix @ dense
+        top = np.argpartition(-scores, 10)[:10]
+        return [ids[r] for r in top[np.argsort(-scores[top])]]
+
+    start = time.perf_counter()
+    csr_found = [csr_search(i) for i in range(len(queries))]
+    csr_batch = 1000 * (time.perf_counter() - start) / len(queries)
+    p50, p99 = latencies(csr_search, len(queries))
+    csr_row = {"system": "scipy CSR matvec (float32)", "build_s": 0.0, "size_mb": matrix.data.nbytes / 2**20}
+    csr_row["size_mb"] += (matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20
+    csr_row.update({"p50_ms": p50, "p99_ms": p99, "batch_ms_per_query": csr_batch})
+    for spec in ("float32", "float16", "uint8"):
+        start = time.perf_counter()
+        index = SparseIndex.build(docs, ids, spec, progress=True)
+        build_s = time.perf_counter() - start
+        index.save(work / "sparse", overwrite=True)
+        del index
+        gc.collect()
+        index = SparseIndex.load(work / "sparse", verify=False)
+        start = time.perf_counter()
+        _, found = index.search(queries, k=10)
+        batch_ms = 1000 * (time.perf_counter() - start) / len(queries)
+        truth = truth or found
+        p50, p99 = latencies(lambda i, index=index: index.search(one[i], k=10), len(queries))
+        rows.append(
+            {
+                "system": f"SparseIndex {spec}",
+                "build_s": build_s,
+                "size_mb": folder_mb(work / "sparse"),
+                "recall@10": recall_at_10(found, truth),
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "batch_ms_per_query": batch_ms,
+            }
+        )
+        print(f"  SparseIndex {spec:<8} recall@10 {rows[-1]['recall@10']:.3f}  p50 {p50:.2f} ms", flush=True)
+        del index
+        gc.collect()
+    csr_row["recall@10"] = recall_at_10(csr_found, truth)
+    shutil.rmtree(work / "sparse", ignore_errors=True)
+    return [csr_row, *rows]
+
+
+def plot(results: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    for row in results.get("multi_vector") or []:
+        axes[0].scatter(row["p50_ms"], row["recall@10"], s=50, label=row["spec"])
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("multi-vector: one query, p50 ms (log)")
+    axes[0].set_ylabel("recall@10 vs exact MaxSim")
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    sparse = results.get("sparse") or []
+    names = [row["system"] for row in sparse]
+    bars = axes[1].barh(names, [row["p50_ms"] for row in sparse], color="tab:orange")
+    axes[1].bar_label(bars, labels=[f"{row['p50_ms']:.2f} ms" for row in sparse], fontsize=8, padding=3)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("sparse: one query top-10, p50 ms (log, lower is better)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_tables(results: dict, header: str) -> None:
+    print(f"\n{header}")
+    if results.get("multi_vector"):
+        line = f"{'multi-vector spec':<50} {'build s':>8} {'MB':>8} {'R@10':>6} {'p50 ms':>8} {'p99 ms':>8}"
+        line += f" {'batch ms/q':>10}"
+        print(line)
+        print("-" * len(line))
+        for r in results["multi_vector"]:
+            print(
+                f"{r['spec']:<50} {r['build_s']:>8.1f} {r['size_mb']:>8.0f} {r['recall@10']:>6.3f} "
+                f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['batch_ms_per_query']:>10.2f}"
+            )
+    if results.get("sparse"):
+        base = results["sparse"][0]["p50_ms"]
+        line = f"{'sparse system':<26} {'build s':>8} {'MB':>8} {'R@10':>6} {'p50 ms':>8} {'p99 ms':>8} {'x p50':>6}"
+        print("\n" + line)
+        print("-" * len(line))
+        for r in results["sparse"]:
+            print(
+                f"{r['system']:<26} {r['build_s']:>8.1f} {r['size_mb']:>8.0f} {r['recall@10']:>6.3f} "
+                f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {base / r['p50_ms']:>6.1f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=[*SCALES, "all"], default="scifact", help="(default: %(default)s)")
+    parser.add_argument("--only", choices=["multi-vector", "sparse"], help="run one family only")
+    parser.add_argument("--queries", type=int, default=100, help="queries to time (default: %(default)s)")
+    parser.add_argument(
+        "--recall-queries", type=int, help="queries searched exactly for recall (default: all; 1m: 30, slow)"
+    )
+    parser.add_argument("--mv-specs", nargs="+", help="multi-vector specs, exact first (default: per scale)")
+    parser.add_argument(
+        "--mv-params",
+        nargs="*",
+        default=["token_k=512,candidates=1024"],
+        help="search parameters also measured on approximate specs, after the defaults (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--topic-docs", type=int, default=20, help="multi-vector documents per topic (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="folder for the index files (default: a temporary folder)")
+    parser.add_argument("--output", default="bench-results", help="folder for the JSON and PNG results")
+    args = parser.parse_args()
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SCALES if args.scale == "all" else [args.scale]:
+        scale = SCALES[name]
+        if args.recall_queries is None and name == "1m":
+            args.recall_queries = 30
+        results: dict = {"scale": name, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine()}
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            if args.only != "sparse":
+                results["multi_vector"] = bench_multi_vector(scale, args, Path(tmp))
+            gc.collect()
+            if args.only != "multi-vector":
+                results["sparse"] = bench_sparse(scale, args, Path(tmp))
+        header = f"{name}: {scale['docs']} documents, {os.cpu_count()} CPUs, {results['machine']}"
+        print_tables(results, header)
+        (out / f"indexes-{name}.json").write_text(json.dumps(results, indent=2))
+        plot(results, out / f"indexes-{name}.png", header)
+        print(f"\nwrote {out / f'indexes-{name}.json'} and {out / f'indexes-{name}.png'}")
+
+
+if __name__ == "__main__":
+    main()

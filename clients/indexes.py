@@ -1,0 +1,180 @@
+"""What every lir index folder shares, and `open_index` to read any of them.
+
+An index folder holds its arrays (`.npy`, or a Faiss file), `doc_ids.json` (the id of each row) and
+`index.json`: the format (`lir-dense-index`, `lir-multi-vector-index`, `lir-sparse-index`), the
+version, what built it, and the SHA-256 of every other file. Folders are written atomically (a
+staging folder renamed into place) and verified on load: a file that does not match its checksum is
+refused. Arrays are memory-mapped on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lir.errors import LirError
+from lir.files import atomic_directory, atomic_write_text, read_json, sha256_file
+
+if TYPE_CHECKING:
+    from lir.clients.dense_index import DenseIndex
+    from lir.clients.multi_vector_index import MultiVectorIndex
+    from lir.clients.sparse_index import SparseIndex
+
+INFO_FILE, IDS_FILE = "index.json", "doc_ids.json"
+
+
+def check_doc_ids(doc_ids: Sequence[str], count: int, what: str) -> list[str]:
+    """The doc ids as a list, refused when they are not one per document or repeat."""
+    if len(doc_ids) != count:
+        raise LirError(f"{len(doc_ids)} doc ids for {count} {what}")
+    ids = list(doc_ids)
+    if len(set(ids)) != len(ids):
+        raise LirError("the corpus repeats doc ids")
+    return ids
+
+
+def save_index_folder(
+    directory: str | Path, info: dict[str, Any], writers: dict[str, Callable[[Path], None]], overwrite: bool = False
+) -> Path:
+    """Write an index folder atomically: each `writers[name](path)` writes one file, then index.json
+    records `info` and the checksum of every file."""
+    with atomic_directory(directory, overwrite=overwrite) as staging:
+        for name, write in writers.items():
+            write(staging / name)
+        checksums = {name: sha256_file(staging / name) for name in writers}
+        atomic_write_text(staging / INFO_FILE, json.dumps(info | {"sha256": checksums}, indent=2) + "\n")
+    return Path(directory)
+
+
+def write_doc_ids(doc_ids: list[str]) -> Callable[[Path], None]:
+    return lambda path: atomic_write_text(path, json.dumps(doc_ids))
+
+
+def write_array(array: np.ndarray) -> Callable[[Path], None]:
+    """A writer of one `.npy` file (memory-mapped inputs are streamed, not copied)."""
+
+    def write(path: Path) -> None:
+        with open(path, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    return write
+
+
+def read_index_info(
+    directory: str | Path,
+    fmt: str,
+    names: Sequence[str] | Callable[[dict[str, Any]], Sequence[str]],
+    verify: bool = True,
+) -> dict[str, Any]:
+    """index.json of a `fmt` folder (without its checksums), after checking that every file in `names`
+    (or `names(info)`) is there and, with `verify`, matches its checksum."""
+    folder = Path(directory)
+    info = read_info(folder)
+    if info.get("format") != fmt:
+        raise LirError(f"{folder} holds a {info.get('format')!r} index, expected {fmt!r}")
+    checksums = info.pop("sha256", None) or {}
+    names = names(info) if callable(names) else names
+    for name in names:
+        if not (folder / name).is_file():
+            raise LirError(f"{folder / name} is missing")
+    for name in names if verify else ():
+        if sha256_file(folder / name) != checksums.get(name):
+            raise LirError(f"{folder / name} does not match its checksum: the index is corrupted")
+    return info
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    if not (folder / INFO_FILE).is_file():
+        raise LirError(f"{folder} is not a lir index: no {INFO_FILE}")
+    return read_json(folder / INFO_FILE)
+
+
+def read_doc_ids(folder: Path, count: int) -> list[str]:
+    try:
+        doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LirError(f"{folder / IDS_FILE} cannot be read ({exc})") from None
+    if not isinstance(doc_ids, list) or len(doc_ids) != count:
+        raise LirError(f"{folder / IDS_FILE} does not hold the {count} doc ids of the index")
+    return doc_ids
+
+
+def load_array(folder: Path, name: str, dtype: Any, ndim: int, mmap: bool = True) -> np.ndarray:
+    """One `.npy` file, memory-mapped, refused unless it has the expected dtype and rank."""
+    try:
+        array = np.load(folder / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise LirError(f"{folder / name} cannot be read ({str(exc).strip().splitlines()[-1]})") from None
+    if array.dtype != np.dtype(dtype) or array.ndim != ndim:
+        raise LirError(f"{folder / name} holds {array.dtype} of shape {array.shape}, expected {ndim}-d {dtype}")
+    return array
+
+
+def check_offsets(offsets: np.ndarray, total: int, what: str) -> np.ndarray:
+    """CSR offsets [N + 1] as int64: starting at 0, nondecreasing, ending at `total`."""
+    offsets = np.asarray(offsets)
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets.dtype.kind not in "iu":
+        raise LirError(f"{what} offsets must be a 1-d integer array of N + 1 entries")
+    offsets = offsets.astype(np.int64, copy=False)
+    if offsets[0] != 0 or offsets[-1] != total or (len(offsets) > 1 and np.any(np.diff(offsets) < 0)):
+        raise LirError(f"{what} offsets must rise from 0 to {total} (the number of rows)")
+    return offsets
+
+
+def parse_parameters(spec: str) -> dict[str, str]:
+    """`name=value,name=value` → {name: value}, with a one-line error for anything else."""
+    params: dict[str, str] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise LirError(f"{part!r} is not a search parameter (name=value)")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise LirError(f"search parameter {name} must be a positive integer, not {value!r}")
+    return number
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the `k` highest scores, best first; equal scores in row order (as a stable argsort)."""
+    n = len(scores)
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, np.int64)
+    if k == n:
+        return np.argsort(-scores, kind="stable")
+    threshold = scores[np.argpartition(-scores, k - 1)[:k]].min()
+    above = np.flatnonzero(scores > threshold)
+    tied = np.flatnonzero(scores == threshold)[: k - len(above)]
+    chosen = np.concatenate([above, tied])
+    return chosen[np.argsort(-scores[chosen], kind="stable")]
+
+
+def open_index(directory: str | Path, verify: bool = True) -> DenseIndex | MultiVectorIndex | SparseIndex:
+    """Load any lir index folder, by the format its index.json records."""
+    from lir.clients.dense_index import DenseIndex
+    from lir.clients.multi_vector_index import MultiVectorIndex
+    from lir.clients.sparse_index import SparseIndex
+
+    folder = Path(directory)
+    fmt = read_info(folder).get("format")
+    for cls in (DenseIndex, MultiVectorIndex, SparseIndex):
+        if fmt == cls.FORMAT:
+            return cls.load(folder, verify=verify)
+    raise LirError(f"{folder} holds an index of unknown format {fmt!r}")

@@ -1,0 +1,116 @@
+"""Multi-vector and sparse models through a real Triton server: every route equals the embedded engine."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from lir.clients.onnx_engine import OnnxEngine
+from lir.clients.retriever import Retriever, build_index
+from lir.clients.triton_engine import TritonEngine
+from lir.serving.server import TritonServer
+from lir.vectors import MultiVectors, SparseVectors, maxsim, padded_outputs
+from tests.test_serving import _ports
+
+
+@pytest.fixture(scope="module")
+def server(late_repository):
+    triton = TritonServer(late_repository, **_ports()).start()
+    yield triton
+    triton.stop()
+
+
+@pytest.fixture(scope="module")
+def texts(scifact):
+    records = [json.loads(line) for line in (scifact / "corpus.jsonl").read_text().splitlines()[:24]]
+    return [f"{r['title']} {r['text']}" for r in records]
+
+
+def _assert_same(got, expected) -> None:
+    assert type(got) is type(expected)
+    np.testing.assert_array_equal(got.offsets, expected.offsets)
+    if isinstance(got, MultiVectors):
+        np.testing.assert_allclose(got.vectors, expected.vectors, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(got.term_ids, expected.term_ids)
+        np.testing.assert_allclose(got.weights, expected.weights, atol=1e-5)
+
+
+def test_every_graph_is_served(server):
+    request = urllib.request.Request(f"http://{server.http_url}/v2/repository/index", data=b"{}", method="POST")
+    with urllib.request.urlopen(request) as reply:
+        models = {m["name"]: m.get("state") for m in json.loads(reply.read())}
+    assert models == {
+        "colbert": "READY",
+        "colbert.query_encoder": "READY",
+        "colbert.doc_encoder": "READY",
+        "colbert.scorer": "READY",
+        "splade": "READY",
+        "splade.encoder": "READY",
+    }
+
+
+@pytest.mark.parametrize("model", ["colbert", "splade"])
+@pytest.mark.parametrize("route", [("grpc", "text"), ("http", "text"), ("grpc", "ids")])
+def test_encodings_equal_the_embedded_engine(server, late_repository, texts, model, route):
+    protocol, mode = route
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    embedded = OnnxEngine(late_repository / model)
+    with TritonEngine(url, model, protocol, mode, model_dir=late_repository / model) as engine:
+        assert (engine.family, engine.embedding_dim, engine.aggregation) == (
+            embedded.family,
+            embedded.embedding_dim,
+            embedded.aggregation,
+        )
+        assert engine.fingerprint == embedded.fingerprint
+        for role, batch in (("doc", texts), ("query", [t[:50] for t in texts[:9]])):
+            _assert_same(engine.encode(batch, role, batch_size=5), embedded.encode(batch, role))
+
+
+def test_scorer_graph_equals_maxsim(server, late_repository, texts):
+    import tritonclient.grpc as grpcclient
+
+    embedded = OnnxEngine(late_repository / "colbert")
+    query = embedded.encode_queries(["how do cells divide?"])
+    docs = embedded.encode_docs(texts[:6])
+    expected = maxsim(query[0], docs, embedded.aggregation)
+    q, d = (
+        padded_outputs(MultiVectors.from_list([query[0]] * 6, query.vectors.shape[1]), 0, 6),
+        padded_outputs(docs, 0, 6),
+    )
+    feeds = {
+        "query_embeddings": q["embeddings"],
+        "query_mask": q["scoring_mask"],
+        "doc_embeddings": d["embeddings"],
+        "doc_mask": d["scoring_mask"],
+    }
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = []
+    for name, array in feeds.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "BOOL" if array.dtype == bool else "FP32")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    scores = client.infer("colbert.scorer", inputs).as_numpy("scores").reshape(-1)  # [batch, 1] as configured
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["colbert", "splade"])
+def test_retriever_over_triton_ranks_like_embedded(server, late_repository, texts, model):
+    embedded = OnnxEngine(late_repository / model)
+    index = build_index(embedded, embedded.encode_docs(texts), [f"d{i}" for i in range(len(texts))])
+    queries = {"1": "protein folding", "2": "cancer risk", "3": "vitamin D deficiency"}
+    expected = Retriever(embedded, index).search(queries, k=10)
+    with TritonEngine(server.grpc_url, model) as triton:
+        got = Retriever(triton, index).search(queries, k=10)
+    for qid in queries:
+        assert list(got[qid]) == list(expected[qid])
+        np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-4)
+
+
+def test_sparse_outputs_are_compact(late_repository, texts):
+    encoded = OnnxEngine(late_repository / "splade").encode_docs(texts)
+    assert isinstance(encoded, SparseVectors)
+    assert 0 < encoded.lengths.max() <= OnnxEngine(late_repository / "splade").manifest.top_k
