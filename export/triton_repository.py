@@ -15,7 +15,8 @@ Layout in the model repository (one source of truth for the ONNX files):
 
 Text endpoint outputs per family: single-vector EMBEDDINGS [D]; multi-vector EMBEDDINGS [-1, D] and
 SCORING_MASK [-1]; sparse TERM_IDS [-1] and WEIGHTS [-1]. The parameters `family`, `embedding_dim`
-(and `aggregation` for multi-vector models) say which. Bool tensors are TYPE_BOOL; a [batch] output is [1] reshaped to [].
+(and `aggregation` for multi-vector models) say which. Bool tensors are TYPE_BOOL; a [batch] output is
+[1] reshaped to [].
 """
 
 from __future__ import annotations
