@@ -6,7 +6,7 @@ DATA   ?= ../shared/data
 MODEL  := model_repository/minilm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test verify-late bench lint clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: $(MODEL)/manifest.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The late-interaction and sparse exactness tests over the whole of SciFact test (slow: about an hour on 2 cores)
+verify-late: $(STAMP)
+	LIR_FULL_SCIFACT=1 $(BIN)/python -m pytest -q tests/test_late_effectiveness.py
 
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact

@@ -67,3 +67,37 @@ def test_errors_are_one_line_with_exit_code_1(args, message, tmp_path):
     done = subprocess.run([sys.executable, "-m", "lir.cli", *args], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "model, factory, params",
+    [
+        ("colbert", None, None),
+        ("colbert", "IVF16,Flat", "nprobe=16"),
+        ("splade", None, None),
+        ("splade", "uint8", None),
+    ],
+)
+def test_index_and_search_every_family(late_repository, scifact, tmp_path, model, factory, params):
+    from lir.clients.indexes import open_index
+    from lir.clients.onnx_engine import OnnxEngine
+    from lir.clients.retriever import Retriever
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join((scifact / "corpus.jsonl").read_text().splitlines()[:60]) + "\n")
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("q1\tcancer and smoking\nq2\tprotein folding\n")
+    index, run = tmp_path / "index", tmp_path / "run.trec"
+    extra = ["--factory", factory] if factory else []
+    done = lir(
+        "index", "--engine", str(late_repository / model), "--corpus", str(corpus), "--output", str(index), *extra
+    )
+    assert done.returncode == 0, done.stderr
+    extra = ["--search-params", params] if params else []
+    done = lir("search", "--index", str(index), "--queries", str(queries), "--output", str(run), "-k", "10", *extra)
+    assert done.returncode == 0, done.stderr
+    got = read_run(run)
+    assert {qid: len(docs) for qid, docs in got.items()} == {"q1": 10, "q2": 10}
+    engine = OnnxEngine(late_repository / model)  # the run is what the Python API finds
+    expected = Retriever(engine, open_index(index)).search({"q1": "cancer and smoking"}, k=10)
+    assert list(got["q1"]) == list(expected["q1"])
