@@ -6,14 +6,17 @@ Scores are inner products: cosine models export L2-normalized embeddings, so thi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import faiss
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before Faiss loads: see lir.clients.indexes
 
-from lir.clients.indexes import (
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lir.clients.indexes import (  # noqa: E402
     IDS_FILE,
     INFO_FILE,
     check_doc_ids,
@@ -22,7 +25,7 @@ from lir.clients.indexes import (
     save_index_folder,
     write_doc_ids,
 )
-from lir.errors import LirError
+from lir.errors import LirError  # noqa: E402
 
 INDEX_FILE = "index.faiss"
 FORMAT = "lir-dense-index"
