@@ -93,6 +93,7 @@ class BiEncoderModule:
             columns.append(torch.cat([self.model.similarity(*q, *doc_out) for q in query_out]))
         return torch.cat(columns, dim=1) if columns else torch.empty(len(queries), 0)
 
+
 def sparse_rows(dense: np.ndarray) -> SparseVectors:
     """The nonzero entries of [N, V] weights as `SparseVectors`."""
     rows, cols = np.nonzero(dense > 0)
