@@ -288,18 +288,20 @@ def plot(results: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-    for row in results.get("multi_vector") or []:
+    multi_vector, sparse = results.get("multi_vector") or [], results.get("sparse") or []
+    for row in multi_vector:
         axes[0].scatter(row["p50_ms"], row["recall@10"], s=50, label=row["spec"])
-    axes[0].set_xscale("log")
+    if multi_vector:
+        axes[0].set_xscale("log")
+        axes[0].legend(fontsize=7, loc="best")
     axes[0].set_xlabel("multi-vector: one query, p50 ms (log)")
     axes[0].set_ylabel("recall@10 vs exact MaxSim")
     axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    sparse = results.get("sparse") or []
     names = [row["system"] for row in sparse]
     bars = axes[1].barh(names, [row["p50_ms"] for row in sparse], color="tab:orange")
-    axes[1].bar_label(bars, labels=[f"{row['p50_ms']:.2f} ms" for row in sparse], fontsize=8, padding=3)
-    axes[1].set_xscale("log")
+    if sparse:
+        axes[1].bar_label(bars, labels=[f"{row['p50_ms']:.2f} ms" for row in sparse], fontsize=8, padding=3)
+        axes[1].set_xscale("log")
     axes[1].set_xlabel("sparse: one query top-10, p50 ms (log, lower is better)")
     fig.suptitle(title)
     fig.tight_layout()
@@ -343,7 +345,7 @@ def main() -> None:
     parser.add_argument(
         "--mv-params",
         nargs="*",
-        default=["token_k=512,candidates=1024"],
+        default=["token_k=256,candidates=256", "token_k=2048,candidates=2048"],
         help="search parameters also measured on approximate specs, after the defaults (default: %(default)s)",
     )
     parser.add_argument(

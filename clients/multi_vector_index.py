@@ -4,13 +4,12 @@ The spec says how documents are found:
 
 - `exact` (the default): every document is scored with MaxSim (`lir.vectors.maxsim`, batched);
 - a Faiss factory string for the token vectors (`IVF1024,Flat`, `IVF1024,PQ32x8`, `HNSW32`, ...):
-  each query token retrieves its `token_k` nearest document tokens (inner product), their documents
-  are ranked by the sum over query tokens of their best retrieved similarity (0 for a query token
-  that did not retrieve the document), the best `candidates` (at least k) are re-scored exactly with
-  MaxSim on the stored vectors. Defaults: `token_k=1024,candidates=512`, `nprobe=16` (IVF),
-  `efSearch=128` (HNSW); recall@10 against exact MaxSim >= 0.95 on clustered synthetic data
-  (benchmarks/bench_indexes.py), except where documents are short and the query's nearest tokens
-  belong to few documents (see the benchmark's 1M numbers).
+  each query token retrieves its `token_k` nearest document tokens (inner product); their documents
+  are ranked by an estimate of MaxSim: per query token, the best retrieved similarity, or 0.8 x the
+  token's last retrieved one where it retrieved none of the document's tokens; the best `candidates`
+  (at least k) are re-scored exactly with MaxSim on the stored vectors.
+  Defaults: `token_k=1024`; `candidates` = 65536 tokens' worth of documents (65536 / mean document
+  length), between 256 and 1024; `nprobe=16` (IVF); `efSearch=128` (HNSW).
 
 A `,fp16` suffix (`exact,fp16`, `IVF1024,PQ32x8,fp16`) stores the token vectors as float16 (half the
 disk and memory; scores then differ from float32 by about 1e-3).
@@ -51,7 +50,9 @@ from lir.vectors import MultiVectors  # noqa: E402
 VECTORS_FILE, OFFSETS_FILE, FAISS_FILE = "vectors.npy", "offsets.npy", "tokens.faiss"
 FORMAT = "lir-multi-vector-index"
 STORAGE = {"fp32": np.float32, "fp16": np.float16}
-DEFAULTS = {"token_k": 1024, "candidates": 512}  # plus nprobe=16 (IVF) and efSearch=128 (HNSW)
+DEFAULT_TOKEN_K, CANDIDATE_TOKENS, MIN_CANDIDATES, MAX_CANDIDATES = 1024, 1 << 16, 256, 1024
+OWN_PARAMETERS = ("token_k", "candidates")
+IMPUTE = 0.8  # a missed (query token, document) pair's share of the token's last retrieved similarity
 DEFAULT_NPROBE, DEFAULT_EF_SEARCH = 16, 128
 TRAIN_PER_LIST, MIN_TRAIN = 128, 1 << 16  # training sample: 128 token vectors per IVF list, at least 65536
 ADD_CHUNK = 1 << 17
@@ -92,7 +93,10 @@ class MultiVectorIndex:
         self.token_index = token_index
         self.search_parameters: dict[str, int] = {}
         if token_index is not None:
-            self.search_parameters = dict(DEFAULTS)
+            # re-scoring costs candidates x document length: about 65536 tokens' worth, 256 to 1024 documents
+            mean_length = info["tokens"] / max(info["count"], 1)
+            candidates = int(np.clip(CANDIDATE_TOKENS // max(mean_length, 1), MIN_CANDIDATES, MAX_CANDIDATES))
+            self.search_parameters = {"token_k": DEFAULT_TOKEN_K, "candidates": candidates}
             defaults = []
             if _ivf(token_index) is not None:
                 defaults.append(f"nprobe={min(DEFAULT_NPROBE, _ivf(token_index).nlist)}")
@@ -150,14 +154,14 @@ class MultiVectorIndex:
     # ---------------------------------------------------------------- search
 
     def set_search_parameters(self, spec: str) -> None:
-        """`token_k=1024,candidates=512` plus the Faiss parameters of the token index (`nprobe=16`,
+        """E.g. `token_k=1024,candidates=512`, with Faiss parameters of the token index (`nprobe=16`,
         `efSearch=128`, ...); an exact index has none. At least k candidates are re-scored."""
         params = parse_parameters(spec)
         if self.token_index is None:
             if params:
                 raise LirError(f"{spec!r}: an exact multi-vector index has no search parameters")
             return
-        own = {name: positive_int(name, params.pop(name)) for name in list(params) if name in DEFAULTS}
+        own = {name: positive_int(name, params.pop(name)) for name in list(params) if name in OWN_PARAMETERS}
         faiss_spec = ",".join(f"{name}={value}" for name, value in params.items())
         if faiss_spec:
             try:
@@ -273,11 +277,11 @@ class MultiVectorIndex:
         return results
 
     def _candidates(self, sims: np.ndarray, tokens: np.ndarray, limit: int) -> np.ndarray:
-        """Documents retrieved by a query's tokens, the best `candidates` by their estimated MaxSim, sorted."""
+        """Documents retrieved by a query's tokens, the best `limit` by their estimated MaxSim, sorted."""
         found = tokens >= 0
-        qtok = np.repeat(np.arange(len(tokens)), found.sum(axis=1))
+        n_found = found.sum(axis=1)
+        qtok = np.repeat(np.arange(len(tokens)), n_found)
         docs = np.searchsorted(self.offsets, tokens[found], side="right") - 1
-        values = sims[found]
         if len(docs) == 0:
             return np.empty(0, np.int64)
         # each (query token, document) pair keeps its best similarity
@@ -285,10 +289,13 @@ class MultiVectorIndex:
         order = np.argsort(key, kind="stable")
         key = key[order]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        best = np.maximum.reduceat(values[order], starts)
-        # a document's estimate: the sum of its best retrieved similarities (0 for tokens that missed it)
+        best = np.maximum.reduceat(sims[found][order], starts)
+        pair_qtok = qtok[order][starts]
+        # a query token that missed a document counts IMPUTE x its last retrieved similarity (the
+        # document's is below that): rank by the gain over it, summed over the query tokens
+        floor = IMPUTE * sims[np.arange(len(sims)), np.maximum(n_found - 1, 0)]
         unique_docs, inverse = np.unique(docs[order][starts], return_inverse=True)
-        estimate = np.bincount(inverse, weights=best, minlength=len(unique_docs))
+        estimate = np.bincount(inverse, weights=best - floor[pair_qtok], minlength=len(unique_docs))
         if len(unique_docs) > limit:
             unique_docs = np.sort(unique_docs[top_k(estimate, limit)])
         return unique_docs

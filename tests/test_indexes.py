@@ -109,7 +109,7 @@ def test_exact_multi_vector_equals_maxsim(aggregation):
 def test_approximate_multi_vector_keeps_recall(colbert, ivf):
     docs, queries, ids = colbert
     exact_scores, truth = MultiVectorIndex.build(docs, ids).search(queries, k=10)
-    assert ivf.search_parameters == {"token_k": 1024, "candidates": 512, "nprobe": 16}
+    assert ivf.search_parameters == {"token_k": 1024, "candidates": 1024, "nprobe": 16}
     scores, found = ivf.search(queries, k=10)
     assert recall(found, truth) >= 0.95
     same = [f == t for f, t in zip(found, truth, strict=True)]  # re-scored exactly: same scores where same docs
@@ -117,7 +117,7 @@ def test_approximate_multi_vector_keeps_recall(colbert, ivf):
     ivf.set_search_parameters("nprobe=1,token_k=4,candidates=8")  # cheaper and worse, still a ranking
     _, few = ivf.search(queries, k=10)
     assert recall(few, truth) < recall(found, truth)
-    ivf.set_search_parameters("nprobe=16,token_k=1024,candidates=512")
+    ivf.set_search_parameters("nprobe=16,token_k=1024,candidates=1024")
 
 
 def test_fp16_storage_and_pq_tokens(colbert):
@@ -141,7 +141,7 @@ def test_multi_vector_search_parameters(ivf, colbert):
     with pytest.raises(LirError, match="exact multi-vector index has no search parameters"):
         MultiVectorIndex.build(docs, ids).set_search_parameters("nprobe=4")
     MultiVectorIndex.build(docs, ids).set_search_parameters("")
-    assert ivf.search_parameters == {"token_k": 1024, "candidates": 512, "nprobe": 16}
+    assert ivf.search_parameters == {"token_k": 1024, "candidates": 1024, "nprobe": 16}
 
 
 def test_multi_vector_refuses_bad_input(colbert):
