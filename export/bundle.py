@@ -189,7 +189,7 @@ def _graphs(
             CONVERSIONS[kind](staging / variants[plan.name]["fp32"].file, file)
             variants[plan.name][kind] = verify(reference, plan, file, kind, tolerance)
             _log_variant(log, plan.name, kind, variants[plan.name][kind])
-    roles = family.manifest_fields()["encoders"]
+    roles = family.encoders
     for kind in kinds:
         sessions = {role: session(staging / variants[graph][kind].file) for role, graph in roles.items()}
         found = effectiveness(family, sessions, reference.probes)

@@ -32,6 +32,8 @@ class FamilyExport(ABC):
     """The family-specific half of an export; `module` is the PyTorch side it is checked against."""
 
     family: str
+    encoders: dict[str, str]
+    """The graph that encodes each role."""
     min_cosine: dict[str, float] = MIN_COSINE
     """The lowest cosine to PyTorch each numeric variant may reach (what `compare` measures)."""
 
@@ -71,9 +73,16 @@ class FamilyExport(ABC):
     def scores(self, queries: Encoded, docs: Encoded) -> np.ndarray:
         """[Q, N] scores of packed queries against packed documents (the numpy reference)."""
 
-    @abstractmethod
     def manifest_fields(self) -> dict[str, Any]:
-        """family, similarity, embedding_dim, normalized, encoders and the family's own fields."""
+        """family, similarity, embedding_dim, normalized and encoders; families add their own fields."""
+        config = self.model.config
+        return {
+            "family": self.family,
+            "similarity": config.similarity,
+            "embedding_dim": self.model.embedding_dim,
+            "normalized": getattr(config, "normalize", False) or config.similarity == "cosine",
+            "encoders": dict(self.encoders),
+        }
 
     def provenance(self, expected: dict[str, list[Any]]) -> dict[str, Any]:
         """Family-specific provenance, from PyTorch's rows of the probe texts."""

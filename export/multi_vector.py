@@ -92,6 +92,7 @@ class MultiVectorExport(FamilyExport):
     """Scored token vectors per text, compared by late interaction (sum or mean of per-token maxima)."""
 
     family = "multi-vector"
+    encoders = ENCODERS
     min_cosine = MIN_TOKEN_COSINE
 
     def plans(self) -> list[GraphPlan]:
@@ -150,16 +151,7 @@ class MultiVectorExport(FamilyExport):
         return np.stack([maxsim(queries[i], docs, aggregation) for i in range(len(queries))])
 
     def manifest_fields(self) -> dict[str, Any]:
-        config = self.model.config
-        return {
-            "family": self.family,
-            "similarity": config.similarity,
-            "embedding_dim": self.model.embedding_dim,
-            "normalized": config.normalize or config.similarity == "cosine",
-            "encoders": dict(ENCODERS),
-            "aggregation": config.aggregation,
-            "scorer": SCORER,
-        }
+        return super().manifest_fields() | {"aggregation": self.model.config.aggregation, "scorer": SCORER}
 
     def compare_scorer(self, session: ort.InferenceSession, expected: dict[str, list[Row]]) -> tuple[float, float]:
         """The scorer against `pair_scores` on (query i, doc i) and (query i, doc i + 1) probe pairs.

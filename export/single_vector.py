@@ -39,6 +39,7 @@ class SingleVectorExport(FamilyExport):
     """One embedding per text, compared by dot product or cosine."""
 
     family = "single-vector"
+    encoders = {"query": GRAPH, "doc": GRAPH}
 
     def plans(self) -> list[GraphPlan]:
         outputs = [TensorSpec("embeddings", "float32", ["batch", self.model.embedding_dim])]
@@ -66,16 +67,6 @@ class SingleVectorExport(FamilyExport):
         if self.model.config.similarity == "cosine":
             queries, docs = (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12) for x in (queries, docs))
         return queries @ docs.T
-
-    def manifest_fields(self) -> dict[str, Any]:
-        config = self.model.config
-        return {
-            "family": self.family,
-            "similarity": config.similarity,
-            "embedding_dim": self.model.embedding_dim,
-            "normalized": config.normalize or config.similarity == "cosine",
-            "encoders": {"query": GRAPH, "doc": GRAPH},
-        }
 
     def provenance(self, expected: dict[str, list[Any]]) -> dict[str, Any]:
         return {"pooling": self.model.config.pooling}

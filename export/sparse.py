@@ -56,6 +56,7 @@ class SparseExport(FamilyExport):
     """Vocabulary-sized term weights per text, compared by dot product."""
 
     family = "sparse"
+    encoders = {"query": GRAPH, "doc": GRAPH}
     min_cosine = MIN_TERM_COSINE
 
     def __init__(self, module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> None:
@@ -107,14 +108,7 @@ class SparseExport(FamilyExport):
         return np.stack([sparse_dot(queries.row(i), docs) for i in range(len(queries))])
 
     def manifest_fields(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "similarity": "dot",
-            "embedding_dim": self.model.embedding_dim,
-            "normalized": False,
-            "encoders": {"query": GRAPH, "doc": GRAPH},
-            "top_k": self.top_k,
-        }
+        return super().manifest_fields() | {"top_k": self.top_k}
 
     def provenance(self, expected: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         """How many probe texts of each role have more nonzero terms than the graph returns."""
