@@ -19,7 +19,8 @@ from lir.files import atomic_write_text, read_json, sha256_file
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lir-model"
 FORMAT_VERSION = 1
-FAMILIES = ("single-vector", "multi-vector", "sparse")
+FAMILIES = ("single-vector", "multi-vector", "sparse", "cross-encoder")
+BI_ENCODERS = ("single-vector", "multi-vector", "sparse")
 AGGREGATIONS = ("sum", "mean")
 SIMILARITIES = ("dot", "cosine")
 VARIANTS = ("fp32", "int8", "fp16")
@@ -28,9 +29,16 @@ OUTPUTS = {
     "single-vector": ("embeddings",),
     "multi-vector": ("embeddings", "scoring_mask"),
     "sparse": ("term_ids", "weights"),
+    "cross-encoder": ("scores",),
 }
 """The outputs of each family's encoder graphs: one vector; token vectors and which of them score;
-the top-k vocabulary terms and their weights (zero weight = no term)."""
+the top-k vocabulary terms and their weights (zero weight = no term); a cross-encoder's scorer graph
+gives one score per (query, document) pair."""
+PAIR_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "groups")
+"""The inputs a cross-encoder's scorer graph may take, in this order: token ids and attention mask of the
+pair sequences [batch, sequence] (always); segment ids [batch, sequence] (when `PairRules.token_types`);
+one group id per pair [batch] (listwise models: pairs of one group see each other's first token)."""
+QUERY, DOC = "{query}", "{doc}"
 
 
 def check_role(role: str) -> str:
@@ -87,6 +95,42 @@ class TextRules:
 
 
 @dataclass
+class PairRules:
+    """How a cross-encoder joins a query and a document into one token sequence.
+
+    `template` is a list of parts: `{query}` and `{doc}` (each exactly once) stand for the query's and the
+    document's own tokens, truncated to the `max_length` of their role's TextRules (for cross-encoders it
+    counts content tokens only, no special tokens, as Lightning IR truncates); every other part is text
+    tokenized without special tokens (a special token written out, e.g. `[CLS]` or `</s>`, is that token).
+    BERT: `[CLS] {query} [SEP] {doc} [SEP]`; monoT5: `Query: {query} Document: {doc} Relevant: </s>`.
+    `token_types` gives each part's segment id (the graph then takes `token_type_ids`); None: no segments.
+    `listwise`: the scorer also takes `groups` and scores the candidates of one group jointly.
+    """
+
+    template: list[str]
+    token_types: list[int] | None = None
+    listwise: bool = False
+
+    def validate(self) -> None:
+        """Raise LirError when the template is malformed."""
+        for slot in (QUERY, DOC):
+            if self.template.count(slot) != 1:
+                raise LirError(f"invalid manifest: the pair template needs {slot} exactly once")
+        if self.token_types is not None and (
+            len(self.token_types) != len(self.template) or any(t not in (0, 1) for t in self.token_types)
+        ):
+            raise LirError("invalid manifest: pair token_types must give 0 or 1 for each template part")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The scorer graph's input names under these rules (see `PAIR_INPUTS`)."""
+        wanted = {"input_ids", "attention_mask"}
+        wanted |= {"token_type_ids"} if self.token_types is not None else set()
+        wanted |= {"groups"} if self.listwise else set()
+        return tuple(name for name in PAIR_INPUTS if name in wanted)
+
+
+@dataclass
 class TokenizerSpec:
     """The tokenizer file (Hugging Face `tokenizers` JSON) and the ids the rules need."""
 
@@ -102,12 +146,14 @@ class Manifest:
     vocabulary size (sparse). Multi-vector models name their `aggregation` over query tokens (`sum` or
     `mean` of the per-token maxima) and may name a `scorer` graph (late interaction of padded token
     vectors); sparse models give the number of terms (`top_k`) their encoder graph returns per text.
+    Cross-encoders have no encoders (`encoders` is empty; `similarity` and `embedding_dim` are None): their
+    `scorer` graph scores token sequences of (query, document) pairs built by the `pair` rules.
     """
 
     name: str
     family: str
-    similarity: str
-    embedding_dim: int
+    similarity: str | None
+    embedding_dim: int | None
     normalized: bool
     tokenizer: TokenizerSpec
     query: TextRules
@@ -117,6 +163,7 @@ class Manifest:
     aggregation: str | None = None
     top_k: int | None = None
     scorer: str | None = None
+    pair: PairRules | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -125,16 +172,23 @@ class Manifest:
         """The text rules of `role` ('query' or 'doc')."""
         return self.query if check_role(role) == "query" else self.doc
 
+    @property
+    def is_cross_encoder(self) -> bool:
+        return self.family == "cross-encoder"
+
     def encoder(self, role: str) -> tuple[str, Graph]:
         """The name and graph that encodes texts of `role`."""
         self.rules(role)
+        if self.is_cross_encoder:
+            raise LirError(f"{self.name} is a cross-encoder: it scores (query, document) pairs, not texts alone")
         name = self.encoders[role]
         return name, self.graphs[name]
 
     @property
     def fingerprint(self) -> dict[str, str]:
-        """What identifies the model an index must be searched with: its name and doc graph checksum."""
-        _, graph = self.encoder("doc")
+        """What identifies the model an index must be searched with: its name and the checksum of its doc
+        encoder (for a cross-encoder, of its scorer graph; the key keeps its name)."""
+        graph = self.graphs[self.scorer] if self.is_cross_encoder else self.encoder("doc")[1]
         return {"model": self.name, "doc_encoder_sha256": graph.variants["fp32"].sha256}
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,7 +216,7 @@ class Manifest:
                 name=data["name"],
                 family=data["family"],
                 similarity=data["similarity"],
-                embedding_dim=int(data["embedding_dim"]),
+                embedding_dim=int(data["embedding_dim"]) if data["embedding_dim"] is not None else None,
                 normalized=bool(data["normalized"]),
                 tokenizer=TokenizerSpec(**data["tokenizer"]),
                 query=TextRules(**data["query"]),
@@ -172,6 +226,7 @@ class Manifest:
                 aggregation=data.get("aggregation"),
                 top_k=int(data["top_k"]) if data.get("top_k") is not None else None,
                 scorer=data.get("scorer"),
+                pair=PairRules(**data["pair"]) if data.get("pair") is not None else None,
                 provenance=dict(data.get("provenance", {})),
                 format=data.get("format", ""),
                 format_version=int(data.get("format_version", 0)),
@@ -190,14 +245,18 @@ class Manifest:
             )
         if self.family not in FAMILIES:
             raise LirError(f"invalid manifest: unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
-        if self.similarity not in SIMILARITIES:
-            raise LirError(f"invalid manifest: unknown similarity {self.similarity!r}")
         for role in ROLES:
-            if self.encoders.get(role) not in self.graphs:
-                raise LirError(f"invalid manifest: the {role} encoder names no graph of the manifest")
-            if self.rules(role).max_length < 2:
-                raise LirError(f"invalid manifest: {role} max_length must be at least 2")
-        self._validate_family()
+            if self.rules(role).max_length < 1 + (not self.is_cross_encoder):
+                raise LirError(f"invalid manifest: {role} max_length is too small")
+        if self.is_cross_encoder:
+            self._validate_cross_encoder()
+        else:
+            if self.similarity not in SIMILARITIES:
+                raise LirError(f"invalid manifest: unknown similarity {self.similarity!r}")
+            for role in ROLES:
+                if self.encoders.get(role) not in self.graphs:
+                    raise LirError(f"invalid manifest: the {role} encoder names no graph of the manifest")
+            self._validate_family()
         for name, graph in self.graphs.items():
             if "fp32" not in graph.variants:
                 raise LirError(f"invalid manifest: graph {name!r} has no fp32 variant")
@@ -212,6 +271,8 @@ class Manifest:
                 f"invalid manifest: aggregation {self.aggregation!r} does not fit a {self.family} model "
                 f"(multi-vector models need one of {', '.join(AGGREGATIONS)})"
             )
+        if self.pair is not None:
+            raise LirError("invalid manifest: only cross-encoders have pair rules")
         if sparse != (self.top_k is not None) or (sparse and self.top_k < 1):
             what = "a sparse model needs a positive" if sparse else "only sparse models have a"
             raise LirError(f"invalid manifest: {what} top_k")
@@ -227,6 +288,25 @@ class Manifest:
                     f"invalid manifest: the {role} encoder of a {self.family} model must output "
                     f"{', '.join(OUTPUTS[self.family])}, not {', '.join(outputs)}"
                 )
+
+    def _validate_cross_encoder(self) -> None:
+        if self.pair is None:
+            raise LirError("invalid manifest: a cross-encoder needs pair rules")
+        self.pair.validate()
+        if self.encoders or self.aggregation is not None or self.top_k is not None or self.similarity is not None:
+            raise LirError("invalid manifest: a cross-encoder has no encoders, similarity, aggregation or top_k")
+        if self.scorer not in self.graphs:
+            raise LirError(f"invalid manifest: scorer {self.scorer!r} names no graph of the cross-encoder")
+        for role in ROLES:
+            if self.rules(role).expansion_token is not None or self.rules(role).marker is not None:
+                raise LirError(f"invalid manifest: cross-encoder {role} rules take no marker or expansion")
+        graph = self.graphs[self.scorer]
+        inputs, outputs = [t.name for t in graph.inputs], [t.name for t in graph.outputs]
+        if inputs != list(self.pair.inputs) or outputs != list(OUTPUTS["cross-encoder"]):
+            raise LirError(
+                f"invalid manifest: the scorer of this cross-encoder must take {', '.join(self.pair.inputs)} "
+                f"and output scores, not {', '.join(inputs)} → {', '.join(outputs)}"
+            )
 
 
 def load_manifest(directory: str | Path) -> Manifest:

@@ -3,7 +3,8 @@
 One `TextEncoder` per role turns texts into token ids exactly as the manifest says: optional prefix,
 truncation to `max_length` (special and marker tokens counted), optional marker token right after the
 first token, optional expansion to `max_length` (ColBERT's query `[MASK]` padding). `TextEncoder.batch`
-pads a batch to its longest member with the attention mask the rules ask for.
+pads a batch to its longest member with the attention mask the rules ask for. A `PairEncoder` joins the
+query and document of cross-encoder pairs by the manifest's `PairRules` template.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lir.errors import LirError
-from lir.manifest import Manifest, TextRules
+from lir.manifest import DOC, QUERY, Manifest, PairRules, TextRules
 
 
 def as_text(value: object, position: int, role: str) -> str:
@@ -54,13 +55,7 @@ class TextEncoder:
     @classmethod
     def from_manifest(cls, directory: str | Path, manifest: Manifest, role: str) -> TextEncoder:
         """The encoder for `role` of an exported model directory."""
-        path = Path(directory) / manifest.tokenizer.file
-        if not path.is_file():
-            raise LirError(f"tokenizer file {path} is missing")
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-            raise LirError(f"tokenizer file {path} cannot be read ({str(exc).splitlines()[0]})") from None
+        tokenizer = _load_tokenizer(directory, manifest)
         return cls(tokenizer, manifest.rules(role), manifest.tokenizer.pad_token_id, role)
 
     def encode(self, texts: Sequence[object]) -> list[list[int]]:
@@ -98,3 +93,102 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[np
         input_ids[row, : len(seq)] = seq
         attention_mask[row, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+def _load_tokenizer(directory: str | Path, manifest: Manifest) -> Tokenizer:
+    path = Path(directory) / manifest.tokenizer.file
+    if not path.is_file():
+        raise LirError(f"tokenizer file {path} is missing")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise LirError(f"tokenizer file {path} cannot be read ({str(exc).splitlines()[0]})") from None
+
+
+class PairEncoder:
+    """Turns (query, document) pairs into one token sequence each under a cross-encoder's rules.
+
+    Query and document are tokenized without special tokens and truncated to their roles' `max_length`
+    (content tokens), then put into the template; `batch` pads to (input_ids, attention_mask[,
+    token_type_ids]).
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, query: TextRules, doc: TextRules, pair: PairRules, pad_token_id: int
+    ) -> None:
+        pair.validate()
+        self.pair = pair
+        self.pad_token_id = pad_token_id
+        self._roles = {}
+        for role, rules in (("query", query), ("doc", doc)):
+            copy = Tokenizer.from_str(tokenizer.to_str())
+            copy.no_padding()
+            copy.enable_truncation(max_length=rules.max_length)
+            self._roles[role] = (copy, rules.prefix)
+        plain = Tokenizer.from_str(tokenizer.to_str())
+        plain.no_padding()
+        plain.no_truncation()
+        self._parts = [
+            None if part in (QUERY, DOC) else plain.encode(part, add_special_tokens=False).ids for part in pair.template
+        ]
+        types = pair.token_types or [0] * len(pair.template)
+        self._types = types
+
+    @classmethod
+    def from_manifest(cls, directory: str | Path, manifest: Manifest) -> PairEncoder:
+        """The pair encoder of an exported cross-encoder directory."""
+        if manifest.pair is None:
+            raise LirError(f"{manifest.name} is not a cross-encoder: it has no pair rules")
+        tokenizer = _load_tokenizer(directory, manifest)
+        return cls(tokenizer, manifest.query, manifest.doc, manifest.pair, manifest.tokenizer.pad_token_id)
+
+    def _content(self, texts: Sequence[object], role: str) -> list[list[int]]:
+        tokenizer, prefix = self._roles[role]
+        clean = [as_text(t, i, role) for i, t in enumerate(texts)]
+        if role == "query":
+            for i, text in enumerate(clean):
+                if not text.strip():
+                    raise LirError(f"query #{i} is empty")
+        encodings = tokenizer.encode_batch([prefix + t for t in clean] if prefix else clean, add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def encode(self, queries: Sequence[object], docs: Sequence[object]) -> list[tuple[list[int], list[int]]]:
+        """(token ids, token type ids) of each pair; `queries` and `docs` are parallel lists."""
+        if len(queries) != len(docs):
+            raise LirError(f"{len(queries)} queries for {len(docs)} documents: pairs need one of each")
+        query_ids, doc_ids = self._content(queries, "query"), self._content(docs, "doc")
+        pairs = []
+        for q, d in zip(query_ids, doc_ids, strict=True):
+            ids: list[int] = []
+            types: list[int] = []
+            for part, segment, slot in zip(self._parts, self._types, self.pair.template, strict=True):
+                tokens = part if part is not None else (q if slot == QUERY else d)
+                ids.extend(tokens)
+                types.extend([segment] * len(tokens))
+            pairs.append((ids, types))
+        return pairs
+
+    def batch(self, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
+        """Pad pairs into the scorer's inputs: input_ids, attention_mask and (with segments) token_type_ids."""
+        input_ids, attention_mask = pad_batch([ids for ids, _ in pairs], self.pad_token_id)
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.pair.token_types is not None:
+            feeds["token_type_ids"] = pad_batch([types for _, types in pairs], 0)[0]
+        return feeds
+
+
+def pair_template(tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
+    """The template and segment ids of the tokenizer's own pair post-processing (e.g. BERT's
+    `[CLS] {query} [SEP] {doc} [SEP]` with segments 0 0 0 1 1), read from how it encodes a probe pair."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    encoding = copy.encode("a", "b", add_special_tokens=True)
+    template: list[str] = []
+    types: list[int] = []
+    for token, sequence, segment in zip(encoding.tokens, encoding.sequence_ids, encoding.type_ids, strict=True):
+        part = token if sequence is None else (QUERY if sequence == 0 else DOC)
+        if sequence is None or part not in template:
+            template.append(part)
+            types.append(segment)
+    return template, types
