@@ -135,7 +135,11 @@ def test_missing_directory(tmp_path):
 def test_unknown_and_later_model_types(tmp_path, dpr_dir):
     import shutil
 
-    for model_type, message in (("zebra", "unknown Lightning IR model type"), ("mono", "not supported yet")):
+    for model_type, message in (
+        ("zebra", "unknown Lightning IR model type"),
+        ("mono", "is a cross-encoder"),
+        ("coil", "not supported yet"),
+    ):
         path = tmp_path / model_type
         shutil.copytree(dpr_dir, path)
         config = json.loads((path / "config.json").read_text())

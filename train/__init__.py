@@ -1,14 +1,32 @@
 """PyTorch side of lir: models, checkpoint loaders and (later) training."""
 
 from lir.train.bi_encoder import BiEncoderModel, SingleVectorConfig
-from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
+from lir.train.checkpoints import LoadedBiEncoder, is_cross_encoder_checkpoint, load_bi_encoder, load_model
+from lir.train.cross_encoder import (
+    CrossEncoderConfig,
+    CrossEncoderModel,
+    LoadedCrossEncoder,
+    SequenceClassificationCrossEncoder,
+    SetEncoderModel,
+)
+from lir.train.cross_loaders import load_cross_encoder
+from lir.train.cross_module import CrossEncoderModule
 from lir.train.module import BiEncoderModule, ScoreOutput
 
 __all__ = [
     "BiEncoderModel",
     "BiEncoderModule",
+    "CrossEncoderConfig",
+    "CrossEncoderModel",
+    "CrossEncoderModule",
     "LoadedBiEncoder",
+    "LoadedCrossEncoder",
     "ScoreOutput",
+    "SequenceClassificationCrossEncoder",
+    "SetEncoderModel",
     "SingleVectorConfig",
+    "is_cross_encoder_checkpoint",
     "load_bi_encoder",
+    "load_cross_encoder",
+    "load_model",
 ]

@@ -7,6 +7,9 @@
 - Hugging Face `*ForMaskedLM` checkpoints (naver/splade-v3) in `splade_loaders`;
 - other plain Hugging Face encoders (Lightning IR's single-vector defaults: mean pooling, dot product).
 
+Cross-encoders (Lightning IR `mono`/`set-encoder`/`cross-encoder`, Hugging Face `*ForSequenceClassification`,
+`T5ForConditionalGeneration`) load through `cross_loaders`; `load_model` takes a checkpoint of either kind.
+
 Weights are read from safetensors only (no pickle). Tokenizers come back as `tokenizers.Tokenizer`, the
 object the torch-free core tokenizes with, so training, export and serving share one set of rules.
 """
@@ -31,6 +34,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from lir.errors import LirError
 from lir.files import read_json
 from lir.train.bi_encoder import BiEncoderModel, SingleVectorConfig
+from lir.train.cross_encoder import LoadedCrossEncoder
 from lir.train.hub import resolve_model_path
 from lir.train.multi_vector import MultiVectorModel
 from lir.train.sparse import SparseModel
@@ -38,7 +42,8 @@ from lir.train.sparse import SparseModel
 SINGLE_VECTOR_TYPES = ("lir-dpr", "bi-encoder", "single-vector-bi-encoder")
 MULTI_VECTOR_TYPES = ("col", "mvr", "multi-vector-bi-encoder")
 SPARSE_TYPES = ("splade",)
-LATER_TYPES = ("coil", "unicoil", "mono", "set-encoder", "cross-encoder")
+LATER_TYPES = ("coil", "unicoil")
+CROSS_ENCODER_TYPES = ("mono", "set-encoder", "cross-encoder")
 LIR_CONFIG_KEYS = {
     "model_type",
     "backbone_model_type",
@@ -96,6 +101,11 @@ def load_bi_encoder(spec: str) -> LoadedBiEncoder:
     from lir.train import colbert_loaders, splade_loaders  # they import this module's helpers
 
     path = resolve_model_path(spec)
+    kind = cross_encoder_kind(path)
+    if kind is not None:
+        raise LirError(
+            f"{spec} is a cross-encoder ({kind}), not a bi-encoder: load it with load_model or load_cross_encoder"
+        )
     if (path / "modules.json").is_file():
         loaded = _load_sentence_transformers(path, spec)
     else:
@@ -118,6 +128,38 @@ def load_bi_encoder(spec: str) -> LoadedBiEncoder:
             raise LirError(f"{path}/config.json has no model_type: not a checkpoint lir knows")
     loaded.model.eval()
     return loaded
+
+
+def load_model(spec: str, t5_scoring: str | None = None) -> LoadedBiEncoder | LoadedCrossEncoder:
+    """Load a bi-encoder of any family or a cross-encoder, whichever the checkpoint's files say it is.
+    `t5_scoring` ('mono' or 'rank') picks how a T5ForConditionalGeneration scores (see `load_cross_encoder`)."""
+    from lir.train.cross_loaders import load_cross_encoder  # it imports this module's helpers
+
+    if is_cross_encoder_checkpoint(spec):
+        return load_cross_encoder(spec, t5_scoring)
+    return load_bi_encoder(spec)
+
+
+def is_cross_encoder_checkpoint(spec: str | Path) -> bool:
+    """Whether a checkpoint (directory or cached hub id) holds a cross-encoder."""
+    return cross_encoder_kind(resolve_model_path(str(spec))) is not None
+
+
+def cross_encoder_kind(path: Path) -> str | None:
+    """What kind of cross-encoder `path/config.json` describes (e.g. "Lightning IR mono",
+    "BertForSequenceClassification"), or None for a bi-encoder or a folder without config.json."""
+    if not (path / "config.json").is_file():
+        return None
+    config = read_json(path / "config.json")
+    if "backbone_model_type" in config:
+        model_type = config.get("model_type")
+        return f"Lightning IR {model_type}" if model_type in CROSS_ENCODER_TYPES else None
+    for name in config.get("architectures") or []:
+        if isinstance(name, str) and (
+            name.endswith("ForSequenceClassification") or name == "T5ForConditionalGeneration"
+        ):
+            return name
+    return None
 
 
 def lightning_ir_family(config: dict[str, Any], where: Path) -> str:
