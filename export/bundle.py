@@ -1,4 +1,9 @@
-"""Write one exported model directory: graphs, tokenizer and manifest, checked, in one atomic rename."""
+"""Write one exported model directory: graphs, tokenizer and manifest, checked, in one atomic rename.
+
+The machinery is shared by every family (`lir.export.family.ModelExport`): tracing, fusion with a
+fall-back to the plain graph when the fused one fails parity, numeric variants, effectiveness,
+provenance, the consumer's self-check of the staged directory and the Triton models beside it.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,25 @@ import transformers
 
 from lir import __version__
 from lir.errors import LirError
-from lir.export.family import FamilyExport
+from lir.export.cross_encoder import CrossEncoderExport
+from lir.export.family import BiEncoderExport, ModelExport
 from lir.export.graphs import CONVERSIONS, FUSABLE_BACKBONES, OPSET, GraphPlan, optimize_encoder, trace
 from lir.export.limits import DEFAULT_TOP_K, FP32_TOLERANCE, ParityError
 from lir.export.multi_vector import MultiVectorExport
-from lir.export.parity import ProbeSet, Reference, effectiveness, find_probe_data, load_probes
+from lir.export.parity import Parity, ProbeSet, Reference, find_probe_data, load_probes
 from lir.export.single_vector import SingleVectorExport
 from lir.export.sparse import SparseExport
 from lir.export.triton_repository import write_graph_models, write_text_endpoint
 from lir.files import atomic_directory, sha256_file
-from lir.manifest import Graph, Manifest, TextRules, TokenizerSpec, Variant, load_manifest, verified_file
-from lir.tokenization import TextEncoder
-from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
+from lir.manifest import Graph, Manifest, TokenizerSpec, Variant, load_manifest, verified_file
+from lir.tokenization import PairEncoder, TextEncoder
+from lir.train.checkpoints import LoadedBiEncoder, load_model
+from lir.train.cross_encoder import LoadedCrossEncoder
+from lir.train.cross_module import CrossEncoderModule
 from lir.train.module import BiEncoderModule
 
 Log = Callable[[str], None]
+Loaded = LoadedBiEncoder | LoadedCrossEncoder
 
 
 def default_name(spec: str) -> str:
@@ -40,8 +49,8 @@ def default_name(spec: str) -> str:
     return name or "model"
 
 
-def family_export(module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> FamilyExport:
-    """The export of the module's family (`top_k`: terms per text of a sparse model)."""
+def family_export(module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> BiEncoderExport:
+    """The export of a bi-encoder's family (`top_k`: terms per text of a sparse model)."""
     if module.family == "sparse":
         return SparseExport(module, top_k)
     if module.family == "multi-vector":
@@ -51,36 +60,52 @@ def family_export(module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> Family
     raise LirError(f"cannot export a {module.family!r} model")
 
 
+def model_export(loaded: Loaded, top_k: int = DEFAULT_TOP_K) -> ModelExport:
+    """The export of a loaded checkpoint of any family."""
+    if isinstance(loaded, LoadedCrossEncoder):
+        return CrossEncoderExport(CrossEncoderModule(loaded))
+    return family_export(BiEncoderModule(loaded), top_k)
+
+
 def session(path: Path) -> ort.InferenceSession:
     """An onnxruntime CPU session of a graph file."""
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def check_bounds(
-    graph: str, kind: str, diff: float, cos: float, tolerance: float, source: str, bounds: dict[str, float]
+    graph: str,
+    kind: str,
+    diff: float,
+    agreement: float,
+    tolerance: float,
+    source: str,
+    bounds: dict[str, float],
+    measure: str = "min cosine",
 ) -> None:
-    """Raise ParityError when a variant of a graph drifts past its bound (`bounds`: min cosine per variant)."""
+    """Raise ParityError when a variant of a graph drifts past its bound (`bounds`: lowest `measure` per variant)."""
     if kind == "fp32" and diff > tolerance:
         raise ParityError(
             f"the fp32 {graph} graph differs from PyTorch by {diff:.2e} (tolerance {tolerance:.0e}) "
             f"on {source}: export refused"
         )
-    if kind in bounds and cos < bounds[kind]:
+    if kind in bounds and agreement < bounds[kind]:
         raise ParityError(
-            f"the {kind} {graph} graph's cosine to PyTorch falls to {cos:.4f} (bound {bounds[kind]}): export refused"
+            f"the {kind} {graph} graph's {measure} to PyTorch falls to {agreement:.4f} (bound {bounds[kind]}): "
+            "export refused"
         )
 
 
-def verify(reference: Reference, plan: GraphPlan, path: Path, kind: str, tolerance: float = FP32_TOLERANCE) -> Variant:
-    """Measure one graph file against PyTorch (encoders on probe texts, the scorer on probe pairs)."""
+def verify(reference: Parity, plan: GraphPlan, path: Path, kind: str, tolerance: float = FP32_TOLERANCE) -> Variant:
+    """Measure one graph file against PyTorch (encoders on probe texts, scorers on probe pairs)."""
     graph = session(path)
     try:
-        diff, cos = reference.compare(graph, plan.roles) if plan.roles else reference.compare_scorer(graph)
+        diff, agreement = reference.measure(graph, plan)
     except ParityError as exc:
         raise ParityError(f"the {kind} {plan.name} graph: {exc}: export refused") from None
     family = reference.family
-    check_bounds(plan.name, kind, diff, cos, tolerance, reference.probes.source, family.min_cosine)
-    return Variant(path.name, sha256_file(path), diff, cos)
+    source = reference.probes.source
+    check_bounds(plan.name, kind, diff, agreement, tolerance, source, family.min_cosine, family.agreement)
+    return Variant(path.name, sha256_file(path), diff, agreement)
 
 
 def verify_graph(
@@ -97,13 +122,12 @@ def verify_graph(
     plan = reference.family.plans()[0]
     found = verify(reference, plan, path, variant, tolerance)
     if measure_effectiveness:
-        sessions = dict.fromkeys(("query", "doc"), session(path))
-        found.effectiveness = effectiveness(reference.family, sessions, probes)
+        found.effectiveness = reference.effectiveness({plan.name: session(path)})
     return found
 
 
 def export_model(
-    spec: str | LoadedBiEncoder,
+    spec: str | Loaded,
     output: str | Path = "model_repository",
     name: str | None = None,
     int8: bool = False,
@@ -114,12 +138,14 @@ def export_model(
     overwrite: bool = False,
     log: Log = print,
     top_k: int = DEFAULT_TOP_K,
+    t5_scoring: str | None = None,
 ) -> Path:
     """Export a checkpoint (a spec, or a model already loaded) into `output/name`.
 
-    Nothing is left behind when any check fails. `top_k` bounds the terms per text of a sparse model.
+    Nothing is left behind when any check fails. `top_k` bounds the terms per text of a sparse model;
+    `t5_scoring` (`mono` or `rank`) says how a T5 checkpoint scores (default: from its name).
     """
-    source = spec.source if isinstance(spec, LoadedBiEncoder) else spec
+    source = spec if isinstance(spec, str) else spec.source
     target = Path(output) / (name or default_name(source))
     if target.exists() and not overwrite:
         raise LirError(f"{target} already exists (pass --overwrite to replace it)")
@@ -127,24 +153,24 @@ def export_model(
         raise LirError(f"model name {target.name!r} may not contain '.' (Triton graph models are named <name>.<graph>)")
     if top_k < 1:
         raise LirError(f"top_k must be positive, not {top_k}")
-    if isinstance(spec, LoadedBiEncoder):
-        loaded = spec
-    else:
+    if isinstance(spec, str):
         log(f"loading {spec}")
-        loaded = load_bi_encoder(spec)
+        loaded = load_model(spec, t5_scoring=t5_scoring)
+    else:
+        loaded = spec
     loaded.model.eval()
-    family = family_export(BiEncoderModule(loaded), top_k)
+    family = model_export(loaded, top_k)
     probes = load_probes(find_probe_data(parity_data))
     with atomic_directory(target, overwrite=overwrite) as staging:
         log(f"computing PyTorch's {family.family} outputs on {probes.source}")
-        reference = Reference.compute(family, probes)
+        reference = family.reference(probes)
         extra = family.provenance(reference.expected)
         for warning in family.warnings(reference.expected):
             log(f"warning: {warning}")
         kinds = ["fp32"] + [kind for kind, wanted in (("int8", int8), ("fp16", fp16)) if wanted]
-        graphs, fusion = _graphs(family, loaded, reference, staging, kinds, optimize, tolerance, log)
+        graphs, fusion = _graphs(reference, staging, kinds, optimize, tolerance, log)
         (staging / "tokenizer.json").write_text(loaded.tokenizer.to_str(), encoding="utf-8")
-        manifest = _manifest(target.name, source, loaded, family, graphs, probes, extra | fusion)
+        manifest = _manifest(target.name, source, family, graphs, probes, extra | fusion)
         manifest.save(staging)
         write_text_endpoint(staging, manifest)
         _self_check(staging)
@@ -159,61 +185,53 @@ def export_model(
 
 
 def _graphs(
-    family: FamilyExport,
-    loaded: LoadedBiEncoder,
-    reference: Reference,
-    staging: Path,
-    kinds: list[str],
-    optimize: bool,
-    tolerance: float,
-    log: Log,
+    reference: Parity, staging: Path, kinds: list[str], optimize: bool, tolerance: float, log: Log
 ) -> tuple[dict[str, Graph], dict[str, Any]]:
     """Every graph of the family in every variant, each checked; and how fusion went."""
+    family = reference.family
     plans = family.plans()
     variants: dict[str, dict[str, Variant]] = {plan.name: {} for plan in plans}
     fused, fallback = {}, {}
     for plan in plans:
         log(f"tracing {plan.name} to ONNX and checking it against PyTorch")
-        fuse = optimize and bool(plan.roles) and loaded.backbone_type in FUSABLE_BACKBONES
-        variants[plan.name]["fp32"], fused[plan.name], reason = _fp32_graph(
-            plan, loaded, reference, staging, fuse, tolerance
-        )
+        fuse = optimize and plan.runs_backbone and family.loaded.backbone_type in FUSABLE_BACKBONES
+        variants[plan.name]["fp32"], fused[plan.name], reason = _fp32_graph(plan, reference, staging, fuse, tolerance)
         if reason:
             fallback[plan.name] = reason
             log(f"  {plan.name}: the fused graph was refused ({reason}); kept the unfused graph")
-        _log_variant(log, plan.name, "fp32", variants[plan.name]["fp32"])
-    encoders = [plan for plan in plans if plan.roles]
+        _log_variant(log, family, plan.name, "fp32", variants[plan.name]["fp32"])
+    numeric = [plan for plan in plans if plan.runs_backbone]
     for kind in kinds[1:]:
-        for plan in encoders:
+        for plan in numeric:
             file = staging / f"{plan.name}.{kind}.onnx"
             CONVERSIONS[kind](staging / variants[plan.name]["fp32"].file, file)
             variants[plan.name][kind] = verify(reference, plan, file, kind, tolerance)
-            _log_variant(log, plan.name, kind, variants[plan.name][kind])
-    roles = family.encoders
+            _log_variant(log, family, plan.name, kind, variants[plan.name][kind])
     for kind in kinds:
-        sessions = {role: session(staging / variants[graph][kind].file) for role, graph in roles.items()}
-        found = effectiveness(family, sessions, reference.probes)
-        for graph in set(roles.values()):
-            variants[graph][kind].effectiveness = found
+        sessions = {plan.name: session(staging / variants[plan.name][kind].file) for plan in numeric}
+        found = reference.effectiveness(sessions)
+        for plan in numeric:
+            variants[plan.name][kind].effectiveness = found
         if found:
             log(f"  {kind}: {found['measure']} {found['value']} ({found['collection']})")
     graphs = {plan.name: Graph(plan.inputs, plan.outputs, variants[plan.name]) for plan in plans}
-    fusion: dict[str, Any] = {"fused": all(fused[plan.name] for plan in encoders)}
+    fusion: dict[str, Any] = {"fused": all(fused[plan.name] for plan in numeric)}
     if fallback:
         fusion["fusion_fallback"] = fallback
     return graphs, fusion
 
 
 def _fp32_graph(
-    plan: GraphPlan, loaded: LoadedBiEncoder, reference: Reference, staging: Path, fuse: bool, tolerance: float
+    plan: GraphPlan, reference: Parity, staging: Path, fuse: bool, tolerance: float
 ) -> tuple[Variant, bool, str | None]:
     """Trace a plan, fuse it when asked and it passes parity, else keep it unfused: (variant, fused, why not)."""
     raw, final = staging / f".{plan.name}.traced.onnx", staging / f"{plan.name}.onnx"
-    config = loaded.model.backbone.config
+    loaded = reference.family.loaded
     reason = None
     try:
         trace(plan, raw)
         if fuse:
+            config = loaded.model.backbone.config
             try:
                 optimize_encoder(raw, final, loaded.backbone_type, config.num_attention_heads, config.hidden_size)
                 return verify(reference, plan, final, "fp32", tolerance), True, None
@@ -225,25 +243,20 @@ def _fp32_graph(
         raw.unlink(missing_ok=True)
 
 
-def _log_variant(log: Log, graph: str, kind: str, variant: Variant) -> None:
-    log(f"  {graph} {kind}: max |diff| {variant.max_abs_diff:.2e}, min cosine {variant.min_cosine:.4f}")
+def _log_variant(log: Log, family: ModelExport, graph: str, kind: str, variant: Variant) -> None:
+    log(f"  {graph} {kind}: max |diff| {variant.max_abs_diff:.2e}, {family.agreement} {variant.min_cosine:.4f}")
 
 
 def _manifest(
-    name: str,
-    source: str,
-    loaded: LoadedBiEncoder,
-    family: FamilyExport,
-    graphs: dict[str, Graph],
-    probes: ProbeSet,
-    extra: dict[str, Any],
+    name: str, source: str, family: ModelExport, graphs: dict[str, Graph], probes: ProbeSet, extra: dict[str, Any]
 ) -> Manifest:
-    rules = {role: encoder.rules for role, encoder in family.module.encoders.items()}
+    loaded = family.loaded
+    rules = family.rules()
     return Manifest(
         name=name,
         tokenizer=TokenizerSpec("tokenizer.json", loaded.pad_token_id),
-        query=TextRules(**vars(rules["query"])),
-        doc=TextRules(**vars(rules["doc"])),
+        query=rules["query"],
+        doc=rules["doc"],
         graphs=graphs,
         **family.manifest_fields(),
         provenance={
@@ -269,8 +282,12 @@ def _manifest(
 def _self_check(directory: Path) -> None:
     """Read the staged export back as a consumer would before it is published."""
     manifest = load_manifest(directory)
-    for role in ("query", "doc"):
-        TextEncoder.from_manifest(directory, manifest, role).encode(["a consumer's probe"])
+    probe = ["a consumer's probe"]
+    if manifest.is_cross_encoder:
+        PairEncoder.from_manifest(directory, manifest).encode(probe, probe)
+    else:
+        for role in ("query", "doc"):
+            TextEncoder.from_manifest(directory, manifest, role).encode(probe)
     for name, graph in manifest.graphs.items():
         for variant in graph.variants.values():
             loaded = session(verified_file(directory, variant))

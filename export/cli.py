@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lir-export",
         description="Export a checkpoint (sentence-transformers, Lightning IR, Hugging Face; single-vector, "
-        "multi-vector/ColBERT or sparse/SPLADE) to ONNX graphs with a manifest, checked against PyTorch on real text.",
+        "multi-vector/ColBERT, sparse/SPLADE or cross-encoder: mono, set-encoder, sequence classification, "
+        "monoT5/RankT5) to ONNX graphs with a manifest, checked against PyTorch on real text.",
         epilog="exit codes: 0 exported, 1 bad input, 2 usage, 3 parity check failed",
     )
     parser.add_argument("--model", required=True, help="checkpoint directory or hub id (resolved in the HF cache)")
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOP_K,
         help="sparse models: vocabulary terms the encoder returns per text, the heaviest first (default: "
         "%(default)s, at most the vocabulary size); texts with more nonzero terms are truncated",
+    )
+    parser.add_argument(
+        "--t5-scoring",
+        choices=("mono", "rank"),
+        help="T5 cross-encoders: monoT5 (log-probability of 'true' vs 'false') or RankT5 (one logit) scoring "
+        "(default: rank when the model's name says rankt5, else mono)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     return parser
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             tolerance=args.tolerance,
             overwrite=args.overwrite,
             top_k=args.top_k,
+            t5_scoring=args.t5_scoring,
             log=lambda message: print(message, file=sys.stderr),
         )
     except ParityError as exc:

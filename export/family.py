@@ -1,9 +1,12 @@
 """What exporting differs in between model families, as one explicit class per family.
 
-A family says which graphs it exports (`plans`), what PyTorch computes for each probe text
-(`expected_rows`), what a graph computed for each text of a batch (`graph_rows`), how far the two are
-apart (`compare`: max abs difference and min cosine), how rows are packed and scored for the
-effectiveness check (`pack`, `scores`), and which manifest fields are its own.
+`ModelExport` is what the shared machinery of `lir.export.bundle` asks of every family: the graphs to
+export (`plans`), PyTorch's outputs on the probes to measure them against (`reference`), the text rules
+and the family's own manifest fields. `BiEncoderExport` is the half the bi-encoder families share: what
+PyTorch computes for each probe text (`expected_rows`), what a graph computed for each text of a batch
+(`graph_rows`), how far the two are apart (`compare`: max abs difference and min cosine), and how rows
+are packed and scored for the effectiveness check (`pack`, `scores`). Cross-encoders are
+`lir.export.cross_encoder`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import onnxruntime as ort
 
 from lir.export.graphs import GraphPlan
 from lir.export.limits import MIN_COSINE
+from lir.export.parity import Parity, ProbeSet, Reference
+from lir.manifest import ROLES, TextRules
 from lir.train.module import BiEncoderModule
 from lir.vectors import Encoded
 
@@ -28,18 +33,55 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where((norm_a == 0) & (norm_b == 0), 1.0, np.where(norms == 0, 0.0, dots))
 
 
-class FamilyExport(ABC):
-    """The family-specific half of an export; `module` is the PyTorch side it is checked against."""
+class ModelExport(ABC):
+    """The family-specific half of an export; `module` is the PyTorch side it is checked against.
+
+    `module` is a `BiEncoderModule` or a `CrossEncoderModule`: both hold the loaded checkpoint (`loaded`)
+    and its model, whose config gives the text rules of each role.
+    """
 
     family: str
+    min_cosine: dict[str, float] = MIN_COSINE
+    """The lowest agreement with PyTorch each numeric variant may reach (what `Parity.measure` returns)."""
+    agreement: str = "min cosine"
+    """What the agreement is, in messages (the manifest stores it as `Variant.min_cosine`)."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.loaded = module.loaded
+        self.model = module.model
+
+    @abstractmethod
+    def plans(self) -> list[GraphPlan]:
+        """The graphs to export, those running the backbone first."""
+
+    @abstractmethod
+    def reference(self, probes: ProbeSet) -> Parity:
+        """PyTorch's outputs on the probes, that every graph and variant is measured against."""
+
+    @abstractmethod
+    def manifest_fields(self) -> dict[str, Any]:
+        """family, similarity, embedding_dim, normalized and encoders; families add their own fields."""
+
+    def rules(self) -> dict[str, TextRules]:
+        """The text rules of each role, as the manifest records them."""
+        return {role: TextRules(**vars(self.model.config.rules(role))) for role in ROLES}
+
+    def provenance(self, expected: Any) -> dict[str, Any]:
+        """Family-specific provenance, from PyTorch's outputs on the probes (`Parity.expected`)."""
+        return {}
+
+    def warnings(self, expected: Any) -> list[str]:
+        """What the user should know about this export, from PyTorch's outputs on the probes."""
+        return []
+
+
+class BiEncoderExport(ModelExport):
+    """A bi-encoder family: encoder graphs per role, compared text by text with PyTorch."""
+
+    module: BiEncoderModule
     encoders: dict[str, str]
     """The graph that encodes each role."""
-    min_cosine: dict[str, float] = MIN_COSINE
-    """The lowest cosine to PyTorch each numeric variant may reach (what `compare` measures)."""
-
-    def __init__(self, module: BiEncoderModule) -> None:
-        self.module = module
-        self.model = module.model
 
     @property
     def normalize_in_graph(self) -> bool:
@@ -47,9 +89,8 @@ class FamilyExport(ABC):
         config = self.model.config
         return config.similarity == "cosine" and not getattr(config, "normalize", False)
 
-    @abstractmethod
-    def plans(self) -> list[GraphPlan]:
-        """The graphs to export, encoders first."""
+    def reference(self, probes: ProbeSet) -> Reference:
+        return Reference.compute(self, probes)
 
     @abstractmethod
     def expected_rows(
@@ -74,7 +115,6 @@ class FamilyExport(ABC):
         """[Q, N] scores of packed queries against packed documents (the numpy reference)."""
 
     def manifest_fields(self) -> dict[str, Any]:
-        """family, similarity, embedding_dim, normalized and encoders; families add their own fields."""
         config = self.model.config
         return {
             "family": self.family,
@@ -83,14 +123,6 @@ class FamilyExport(ABC):
             "normalized": getattr(config, "normalize", False) or config.similarity == "cosine",
             "encoders": dict(self.encoders),
         }
-
-    def provenance(self, expected: dict[str, list[Any]]) -> dict[str, Any]:
-        """Family-specific provenance, from PyTorch's rows of the probe texts."""
-        return {}
-
-    def warnings(self, expected: dict[str, list[Any]]) -> list[str]:
-        """What the user should know about this export, from PyTorch's rows of the probe texts."""
-        return []
 
     def compare_scorer(self, session: ort.InferenceSession, expected: dict[str, list[Any]]) -> tuple[float, float]:
         """Max difference and min cosine of a scoring graph against PyTorch on pairs of probe rows."""

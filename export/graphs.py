@@ -1,9 +1,10 @@
 """Tracing, fusing and converting ONNX graphs, shared by every model family.
 
 A `GraphPlan` names one graph to export: the PyTorch module to trace, its interface as the manifest
-records it (string dimensions are dynamic axes) and the roles it encodes (none for a scoring graph).
-Transformer blocks of BERT-like backbones are fused by onnxruntime's optimizer (attention, layer norm,
-GELU), which parity then checks.
+records it (string dimensions are dynamic axes), the roles it encodes (none for a scoring graph) and
+whether it runs the transformer. Transformer blocks of BERT-like backbones are fused by onnxruntime's
+optimizer (attention, layer norm, GELU), which parity then checks; graphs that run the transformer are
+also exported in the numeric variants (int8, fp16).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ FUSABLE_BACKBONES = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 
 @dataclass
 class GraphPlan:
-    """One graph to export: the module to trace, its interface, a sample input and the roles it encodes."""
+    """One graph to export: the module to trace, its interface, a sample input, the roles it encodes and
+    whether it runs the transformer (a multi-vector scorer does not: it is neither fused nor quantized)."""
 
     name: str
     module: nn.Module
@@ -35,6 +37,7 @@ class GraphPlan:
     outputs: list[TensorSpec]
     sample: tuple[torch.Tensor, ...]
     roles: tuple[str, ...] = ()
+    runs_backbone: bool = True
 
 
 def encoder_inputs() -> list[TensorSpec]:

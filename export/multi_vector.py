@@ -15,7 +15,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from lir.export.family import FamilyExport, cosines
+from lir.export.family import BiEncoderExport, cosines
 from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
 from lir.export.limits import MIN_TOKEN_COSINE, ParityError
 from lir.manifest import OUTPUTS, TensorSpec
@@ -88,7 +88,7 @@ def pad_rows(rows: list[Row], dim: int, rng: np.random.Generator) -> tuple[np.nd
     return padded, mask
 
 
-class MultiVectorExport(FamilyExport):
+class MultiVectorExport(BiEncoderExport):
     """Scored token vectors per text, compared by late interaction (sum or mean of per-token maxima)."""
 
     family = "multi-vector"
@@ -114,7 +114,8 @@ class MultiVectorExport(FamilyExport):
             for role, graph in ENCODERS.items()
         ]
         inputs, scores = scorer_interface(dim)
-        return [*plans, GraphPlan(SCORER, ScorerGraph(self.model), inputs, scores, scorer_sample(dim))]
+        scorer = GraphPlan(SCORER, ScorerGraph(self.model), inputs, scores, scorer_sample(dim), runs_backbone=False)
+        return [*plans, scorer]
 
     def expected_rows(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, role: str, lengths: list[int]

@@ -3,25 +3,30 @@
 Probe texts are SciFact queries and abstracts when the data is found (`--parity-data`, `LIR_DATA`, or
 `../shared/data/scifact`), otherwise a built-in set of sentences of varied length. Batches of several
 sizes are compared, long texts included so that truncation at the manifest's max length is exercised.
-What is compared and how packed outputs are scored is the family's (`lir.export.family`): PyTorch's rows
-are computed once (`Reference`) and every graph and numeric variant is measured against them.
+What is compared and how outputs are scored is the family's (`lir.export.family`): PyTorch's outputs are
+computed once (a `Parity`: `Reference` for bi-encoders, `lir.export.cross_encoder.PairReference` for
+cross-encoders) and every graph and numeric variant is measured against them.
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
 from lir.collections import iter_docs, read_qrels_spec, read_queries
-from lir.export.family import FamilyExport
+from lir.export.graphs import GraphPlan
 from lir.metrics import evaluate
 from lir.vectors import Encoded
+
+if TYPE_CHECKING:
+    from lir.export.family import BiEncoderExport, ModelExport
 
 BATCH_SIZES = (1, 7, 32)
 FALLBACK_TEXTS = [
@@ -79,17 +84,34 @@ def load_probes(data: Path | None, n_texts: int = 64, n_queries: int = 30, n_doc
     return ProbeSet(f"SciFact ({data})", probe_queries, probe_docs, collection)
 
 
-@dataclass
-class Reference:
-    """PyTorch's rows for the probe texts, computed once and compared with every graph and variant."""
+class Parity(ABC):
+    """PyTorch's outputs on the probes (`expected`), computed once; every graph and variant is measured
+    against them."""
 
-    family: FamilyExport
+    family: ModelExport
+    probes: ProbeSet
+    expected: Any
+
+    @abstractmethod
+    def measure(self, session: ort.InferenceSession, plan: GraphPlan) -> tuple[float, float]:
+        """The graph's max difference from PyTorch and its lowest agreement (`ModelExport.agreement`)."""
+
+    @abstractmethod
+    def effectiveness(self, sessions: dict[str, ort.InferenceSession]) -> dict[str, float | str] | None:
+        """nDCG@10 on the judged probe subset with these graphs (by graph name); None without one."""
+
+
+@dataclass
+class Reference(Parity):
+    """PyTorch's rows for the probe texts of a bi-encoder."""
+
+    family: BiEncoderExport
     probes: ProbeSet
     ids: dict[str, list[list[int]]]
     expected: dict[str, list[Any]]
 
     @classmethod
-    def compute(cls, family: FamilyExport, probes: ProbeSet, batch_size: int = 8) -> Reference:
+    def compute(cls, family: BiEncoderExport, probes: ProbeSet, batch_size: int = 8) -> Reference:
         ids, expected = {}, {}
         for role, texts in (("query", probes.queries), ("doc", probes.docs)):
             ids[role] = family.module.encoders[role].encode(texts)
@@ -99,6 +121,10 @@ class Reference:
                 batch = family.module.encoders[role].batch(chunk)
                 expected[role].extend(family.expected_rows(*batch, role, [len(s) for s in chunk]))
         return cls(family, probes, ids, expected)
+
+    def measure(self, session: ort.InferenceSession, plan: GraphPlan) -> tuple[float, float]:
+        """Encoders on the probe texts of their roles; the scorer on pairs of probe rows."""
+        return self.compare(session, plan.roles) if plan.roles else self.compare_scorer(session)
 
     def compare(self, session: ort.InferenceSession, roles: Sequence[str]) -> tuple[float, float]:
         """Max abs difference and min cosine of an encoder graph against PyTorch, over batches of several sizes."""
@@ -118,8 +144,22 @@ class Reference:
         """Max relative difference and min cosine of a scoring graph against PyTorch on probe pairs."""
         return self.family.compare_scorer(session, self.expected)
 
+    def effectiveness(self, sessions: dict[str, ort.InferenceSession]) -> dict[str, float | str] | None:
+        """nDCG@10 of exact search over the judged probe subset, each role encoded by its graph's session."""
+        if self.probes.collection is None:
+            return None
+        family = self.family
+        queries, docs, qrels = self.probes.collection
+        doc_ids, query_ids = list(docs), list(queries)
+        scores = family.scores(
+            encode_texts(family, sessions[family.encoders["query"]], [queries[q] for q in query_ids], "query"),
+            encode_texts(family, sessions[family.encoders["doc"]], [docs[d] for d in doc_ids], "doc"),
+        )
+        run = {qid: dict(zip(doc_ids, row.tolist(), strict=True)) for qid, row in zip(query_ids, scores, strict=True)}
+        return ndcg_at_10(run, qrels, f"SciFact test, {len(queries)} queries over {len(docs)} documents")
 
-def run_rows(family: FamilyExport, session: ort.InferenceSession, role: str, chunk: list[list[int]]) -> list[Any]:
+
+def run_rows(family: BiEncoderExport, session: ort.InferenceSession, role: str, chunk: list[list[int]]) -> list[Any]:
     """One padded batch of token id lists through an encoder graph, split into rows per text."""
     input_ids, attention_mask = family.module.encoders[role].batch(chunk)
     outputs = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
@@ -127,7 +167,7 @@ def run_rows(family: FamilyExport, session: ort.InferenceSession, role: str, chu
 
 
 def encode_texts(
-    family: FamilyExport, session: ort.InferenceSession, texts: list[str], role: str, batch_size: int = 16
+    family: BiEncoderExport, session: ort.InferenceSession, texts: list[str], role: str, batch_size: int = 16
 ) -> Encoded:
     """Texts through an encoder graph in length-sorted batches, packed in input order."""
     ids = family.module.encoders[role].encode(texts)
@@ -140,25 +180,10 @@ def encode_texts(
     return family.pack(rows)
 
 
-def effectiveness(
-    family: FamilyExport, sessions: dict[str, ort.InferenceSession], probes: ProbeSet
-) -> dict[str, float | str] | None:
-    """nDCG@10 of exact search with these encoder graphs (by role) over the judged probe subset."""
-    if probes.collection is None:
-        return None
-    queries, docs, qrels = probes.collection
-    doc_ids, query_ids = list(docs), list(queries)
-    scores = family.scores(
-        encode_texts(family, sessions["query"], [queries[q] for q in query_ids], "query"),
-        encode_texts(family, sessions["doc"], [docs[d] for d in doc_ids], "doc"),
-    )
-    run = {}
-    for row, qid in enumerate(query_ids):
-        top = np.argsort(-scores[row], kind="stable")[:10]
-        run[qid] = {doc_ids[i]: float(scores[row, i]) for i in top}
-    value = evaluate(run, qrels, ["nDCG@10"])["nDCG@10"]
-    return {
-        "measure": "nDCG@10",
-        "value": round(value, 4),
-        "collection": f"SciFact test, {len(queries)} queries over {len(docs)} documents",
-    }
+def ndcg_at_10(
+    run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], collection: str
+) -> dict[str, float | str]:
+    """nDCG@10 of a run (every scored document of each query; the top 10 count) as the manifest records it."""
+    top = {qid: dict(sorted(scores.items(), key=lambda item: -item[1])[:10]) for qid, scores in run.items()}
+    value = evaluate(top, qrels, ["nDCG@10"])["nDCG@10"]
+    return {"measure": "nDCG@10", "value": round(value, 4), "collection": collection}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lir.export.family import FamilyExport, cosines
+from lir.export.family import BiEncoderExport, cosines
 from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
 from lir.manifest import TensorSpec
 from lir.train.bi_encoder import BiEncoderModel
@@ -35,7 +35,7 @@ class EncoderGraph(nn.Module):
         return embedding
 
 
-class SingleVectorExport(FamilyExport):
+class SingleVectorExport(BiEncoderExport):
     """One embedding per text, compared by dot product or cosine."""
 
     family = "single-vector"

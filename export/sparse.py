@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lir.export.family import FamilyExport, cosines
+from lir.export.family import BiEncoderExport, cosines
 from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
 from lir.export.limits import DEFAULT_TOP_K, FP32_TOLERANCE, MIN_TERM_COSINE
 from lir.manifest import OUTPUTS, TensorSpec
@@ -52,7 +52,7 @@ class SparseEncoderGraph(nn.Module):
         return term_ids, weights
 
 
-class SparseExport(FamilyExport):
+class SparseExport(BiEncoderExport):
     """Vocabulary-sized term weights per text, compared by dot product."""
 
     family = "sparse"

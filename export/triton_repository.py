@@ -15,8 +15,14 @@ Layout in the model repository (one source of truth for the ONNX files):
 
 Text endpoint outputs per family: single-vector EMBEDDINGS [D]; multi-vector EMBEDDINGS [-1, D] and
 SCORING_MASK [-1]; sparse TERM_IDS [-1] and WEIGHTS [-1]. The parameters `family`, `embedding_dim`
-(and `aggregation` for multi-vector models) say which. Bool tensors are TYPE_BOOL; a [batch] output is
+(and `aggregation` for multi-vector models) say which. Bool tensors are TYPE_BOOL; a [batch] tensor is
 [1] reshaped to [].
+
+A cross-encoder's text endpoint takes QUERY and DOC strings (one pair per batch item) and returns SCORES;
+the parameter `listwise` says whether each request is one group of candidates scored jointly. Its models
+take up to 256 pairs per batch (a listwise request holds a whole candidate list). The listwise scorer
+graph served by the onnxruntime backend runs each request alone (no dynamic batching: requests must not
+share a group); the python-backend graph model keeps them apart itself.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from lir.files import atomic_directory
 from lir.manifest import Graph, Manifest
 
 MAX_BATCH = 64
+CROSS_MAX_BATCH = 256
 PREFERRED_BATCHES = (8, 32)
 QUEUE_DELAY_US = 100
 TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}
 TEXT_SHIM = "from lir.serving.triton_models import TextEncoderModel as TritonPythonModel  # noqa: F401\n"
 GRAPH_SHIM = "from lir.serving.triton_models import GraphModel as TritonPythonModel  # noqa: F401\n"
+PAIR_SHIM = "from lir.serving.triton_models import PairScorerModel as TritonPythonModel  # noqa: F401\n"
 
 
 def _tensor(name: str, dtype: str, dims: list) -> str:
@@ -44,9 +52,22 @@ def _tensor(name: str, dtype: str, dims: list) -> str:
     return f'  {{ name: "{name}" data_type: {dtype} dims: [ {shape} ] }}'
 
 
+def max_batch(manifest: Manifest) -> int:
+    """The largest batch a model of this manifest takes (pairs for a cross-encoder, texts otherwise)."""
+    return CROSS_MAX_BATCH if manifest.is_cross_encoder else MAX_BATCH
+
+
+def text_inputs(manifest: Manifest) -> list[str]:
+    """The text endpoint's inputs: TEXT, or QUERY and DOC for a cross-encoder."""
+    names = ("QUERY", "DOC") if manifest.is_cross_encoder else ("TEXT",)
+    return [_tensor(name, "TYPE_STRING", [1]) for name in names]
+
+
 def text_outputs(manifest: Manifest) -> list[str]:
-    """The text endpoint's outputs per family: one embedding, token vectors and mask, or top-k terms."""
+    """The text endpoint's outputs per family: one embedding, token vectors and mask, top-k terms or scores."""
     dim = manifest.embedding_dim
+    if manifest.is_cross_encoder:
+        return [_tensor("SCORES", "TYPE_FP32", [])]
     if manifest.family == "multi-vector":
         return [_tensor("EMBEDDINGS", "TYPE_FP32", [-1, dim]), _tensor("SCORING_MASK", "TYPE_BOOL", [-1])]
     if manifest.family == "sparse":
@@ -56,21 +77,22 @@ def text_outputs(manifest: Manifest) -> list[str]:
 
 def family_parameters(manifest: Manifest) -> dict[str, str]:
     """The model family, its vector size (the sparse outputs do not show it) and the aggregation of a
-    multi-vector model, as config parameters."""
+    multi-vector model, or whether a cross-encoder is listwise, as config parameters."""
+    if manifest.pair is not None:
+        return {"family": manifest.family, "listwise": str(manifest.pair.listwise).lower()}
     found = {"family": manifest.family, "embedding_dim": str(manifest.embedding_dim)}
     if manifest.aggregation is not None:
         found["aggregation"] = manifest.aggregation
     return found
 
 
-def _common(parameters: dict[str, str], kind: str) -> str:
+def _common(parameters: dict[str, str], kind: str, batching: bool = True) -> str:
     params = "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in parameters.items())
     preferred = ", ".join(str(b) for b in PREFERRED_BATCHES)
-    return (
-        f"{params}\n"
+    dynamic = (
         f"dynamic_batching {{ preferred_batch_size: [ {preferred} ] max_queue_delay_microseconds: {QUEUE_DELAY_US} }}\n"
-        f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
     )
+    return f"{params}\n" + (dynamic if batching else "") + f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
 
 
 def _fingerprint(manifest: Manifest) -> dict[str, str]:
@@ -80,12 +102,13 @@ def _fingerprint(manifest: Manifest) -> dict[str, str]:
 
 
 def text_endpoint_config(manifest: Manifest, device: str = "cpu", variant: str = "fp32") -> str:
-    """config.pbtxt of the text endpoint: TEXT strings → the family's outputs; the role is a request parameter."""
-    outputs = ",\n".join(text_outputs(manifest))
+    """config.pbtxt of the text endpoint: TEXT strings → the family's outputs (the role is a request
+    parameter), or QUERY and DOC strings → SCORES."""
+    inputs, outputs = ",\n".join(text_inputs(manifest)), ",\n".join(text_outputs(manifest))
     return (
         'backend: "python"\n'
-        f"max_batch_size: {MAX_BATCH}\n"
-        f"input [\n{_tensor('TEXT', 'TYPE_STRING', [1])}\n]\n"
+        f"max_batch_size: {max_batch(manifest)}\n"
+        f"input [\n{inputs}\n]\n"
         f"output [\n{outputs}\n]\n"
         + _common(
             {"variant": variant, "device": device} | family_parameters(manifest) | _fingerprint(manifest),
@@ -103,12 +126,13 @@ def graph_config(manifest: Manifest, graph: Graph, backend: str) -> str:
         if backend == "python"
         else 'backend: "onnxruntime"\ndefault_model_filename: "model.onnx"\n'
     )
-    body = f"{head}max_batch_size: {MAX_BATCH}\ninput [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
+    body = f"{head}max_batch_size: {max_batch(manifest)}\ninput [\n{inputs}\n]\noutput [\n{outputs}\n]\n"
     if backend == "python":
         return body + _common(_fingerprint(manifest), "KIND_CPU")
+    grouped = any(t.name == "groups" for t in graph.inputs)  # requests batched together would share groups
     return (
         body
-        + _common(_fingerprint(manifest), "KIND_GPU")
+        + _common(_fingerprint(manifest), "KIND_GPU", batching=not grouped)
         + "# TensorRT instead of CUDA: uncomment (first load builds engines, minutes)\n"
         + '# optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt"\n'
         + '#   parameters { key: "precision_mode" value: "FP16" } } ] } }\n'
@@ -121,7 +145,7 @@ def write_text_endpoint(directory: Path, manifest: Manifest) -> None:
     (directory / "configs").mkdir(exist_ok=True)
     (directory / "configs" / "onnxruntime.pbtxt").write_text(text_endpoint_config(manifest, device="cuda"))
     (directory / "1").mkdir(exist_ok=True)
-    (directory / "1" / "model.py").write_text(TEXT_SHIM)
+    (directory / "1" / "model.py").write_text(PAIR_SHIM if manifest.is_cross_encoder else TEXT_SHIM)
 
 
 def write_graph_models(bundle: Path, manifest: Manifest, overwrite: bool = False) -> list[Path]:

@@ -4,8 +4,12 @@
 the family's outputs out (upper-case names of `lir.manifest.OUTPUTS`: EMBEDDINGS; EMBEDDINGS and
 SCORING_MASK with scored token vectors left-aligned; TERM_IDS and WEIGHTS); the role (`query` or `doc`)
 is the request parameter `role` (default `query`).
-`GraphModel`: any exported graph (encoders, scorer) with the inputs and outputs of its ONNX file, the
-same file the onnxruntime backend serves in production. Requests of one batch are run together.
+`PairScorerModel`: the text endpoint of a cross-encoder: QUERY and DOC strings in (one pair per batch
+item), tokenized here by the manifest's pair rules, SCORES out. Pointwise models score the pairs of all
+requests of a batch together; listwise models score each request as one group of candidates.
+`GraphModel`: any exported graph (encoders, scorers) with the inputs and outputs of its ONNX file, the
+same file the onnxruntime backend serves in production. Requests of one batch are run together (a
+listwise scorer's `groups` renumbered per request, so that requests never share a group).
 """
 
 from __future__ import annotations
@@ -33,18 +37,27 @@ def _error(message: str):
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 
 
+def _engine(args: dict) -> OnnxEngine:
+    """The embedded engine of the exported model directory this Triton model is, with its config's variant."""
+    parameters = _parameters(args)
+    threads = int(os.environ.get("LIR_TRITON_THREADS", "0")) or None
+    return OnnxEngine(
+        Path(args["model_repository"]),
+        variant=parameters.get("variant", "fp32"),
+        device=parameters.get("device", "cpu"),
+        threads=threads,
+    )
+
+
+def _strings(request, name: str) -> list:
+    return list(pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1))
+
+
 class TextEncoderModel:
-    """Text endpoint of an exported model directory."""
+    """Text endpoint of an exported bi-encoder directory."""
 
     def initialize(self, args: dict) -> None:
-        parameters = _parameters(args)
-        threads = int(os.environ.get("LIR_TRITON_THREADS", "0")) or None
-        self.engine = OnnxEngine(
-            Path(args["model_repository"]),
-            variant=parameters.get("variant", "fp32"),
-            device=parameters.get("device", "cpu"),
-            threads=threads,
-        )
+        self.engine = _engine(args)
 
     def execute(self, requests: list) -> list:
         """Encode the texts of all requests of a role together, then answer each request with its rows."""
@@ -56,7 +69,7 @@ class TextEncoderModel:
             except LirError as exc:
                 responses[position] = _error(str(exc))
                 continue
-            texts = list(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1))
+            texts = _strings(request, "TEXT")
             by_role.setdefault(role, []).append((position, texts))
         for role, members in by_role.items():
             try:
@@ -77,6 +90,40 @@ class TextEncoderModel:
         except LirError as exc:
             return _error(str(exc))
         return _response(padded_outputs(encoded, 0, len(texts)))
+
+
+class PairScorerModel:
+    """Text endpoint of an exported cross-encoder directory."""
+
+    def initialize(self, args: dict) -> None:
+        self.engine = _engine(args)
+
+    def execute(self, requests: list) -> list:
+        """Score the pairs of all requests together (each request its own group), then answer each request
+        with its scores; when that fails, each request is scored alone so that a bad one fails alone."""
+        pairs = [(_strings(request, "QUERY"), _strings(request, "DOC")) for request in requests]
+        queries = [q for texts, _ in pairs for q in texts]
+        docs = [d for _, texts in pairs for d in texts]
+        groups = [position for position, (texts, _) in enumerate(pairs) for _ in texts]
+        try:
+            scores = self.engine.score_pairs(queries, docs, groups)
+        except LirError:
+            return [self._single(queries, docs) for queries, docs in pairs]
+        responses, start = [], 0
+        for texts, _ in pairs:
+            responses.append(_scores(scores[start : start + len(texts)]))
+            start += len(texts)
+        return responses
+
+    def _single(self, queries: list, docs: list):
+        try:
+            return _scores(self.engine.score_pairs(queries, docs, [0] * len(queries)))
+        except LirError as exc:
+            return _error(str(exc))
+
+
+def _scores(scores: np.ndarray):
+    return pb_utils.InferenceResponse([pb_utils.Tensor("SCORES", scores.astype(np.float32))])
 
 
 def _response(outputs: dict[str, np.ndarray]):
@@ -106,6 +153,8 @@ class GraphModel:
             name: [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for request in requests]
             for name in self.inputs
         }
+        if "groups" in arrays:
+            arrays["groups"] = separate_groups(arrays["groups"])
         found = self.session.run(None, {name: _stack(parts) for name, parts in arrays.items()})
         sizes = [len(part) for part in arrays[self.inputs[0]]]
         lengths = [part.shape[1] if part.ndim > 1 else 0 for part in arrays[self.inputs[0]]]
@@ -127,3 +176,14 @@ def _stack(parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts)
     width = max(p.shape[1] for p in parts)
     return np.concatenate([np.pad(p, [(0, 0), (0, width - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) for p in parts])
+
+
+def separate_groups(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """The group ids of each request renumbered 0, 1, … past those of the requests before it, so that the
+    candidates of different requests never share a group."""
+    found, offset = [], 0
+    for part in parts:
+        _, numbers = np.unique(part, return_inverse=True)
+        found.append(numbers.reshape(part.shape).astype(np.int64) + offset)
+        offset += int(numbers.max()) + 1 if part.size else 0
+    return found

@@ -84,3 +84,28 @@ def late_repository(tmp_path_factory, scifact) -> Path:
     ):
         export_model(str(checkpoint), out, name, int8=True, parity_data=str(scifact), log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def cross_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny cross-encoder checkpoints: a Lightning IR `mono` (BERT, mono scoring, pointwise) and a Lightning IR
+    `set-encoder` (listwise)."""
+    from tests import cross_builders
+
+    root = tmp_path_factory.mktemp("ckpt")
+    return {
+        "mono": cross_builders.lightning_ir_mono_dir(root / "mono", scoring="mono"),
+        "setenc": cross_builders.lightning_ir_set_encoder_dir(root / "setenc"),
+    }
+
+
+@pytest.fixture(scope="session")
+def cross_repository(tmp_path_factory, cross_checkpoints, scifact) -> Path:
+    """One model repository holding the tiny cross-encoders exported at fp32: `mono` (pointwise, token types)
+    and `setenc` (listwise: its scorer takes `groups`)."""
+    from lir.export.bundle import export_model
+
+    out = tmp_path_factory.mktemp("repo")
+    for name, checkpoint in cross_checkpoints.items():
+        export_model(str(checkpoint), out, name, parity_data=str(scifact), log=lambda _: None)
+    return out

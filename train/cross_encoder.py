@@ -158,7 +158,7 @@ class SetEncoderModel(CrossEncoderModel):
         hidden = backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         if hasattr(backbone, "embeddings_project"):  # ELECTRA with embedding_size != hidden_size
             hidden = backbone.embeddings_project(hidden)
-        order = torch.ones_like(groups).cumsum(0)
+        order = (groups * 0 + 1).cumsum(0)  # not ones_like: a trace would freeze its batch size
         others = (groups[:, None] == groups[None, :]) & (order[:, None] != order[None, :])
         blocked = ~torch.cat([attention_mask.bool(), others], dim=1)[:, None, None, :]  # [B, 1, 1, L + B]
         for layer in backbone.encoder.layer:
@@ -182,9 +182,10 @@ class SetEncoderModel(CrossEncoderModel):
         other = torch.einsum("bhld,hcd->bhlc", query, shared_key)  # [B, heads, L, B]
         scores = (torch.cat([own, other], dim=-1) / size**0.5).masked_fill(blocked, torch.finfo(own.dtype).min)
         probs = attention.dropout(scores.softmax(dim=-1))
-        own_probs, other_probs = probs[..., : own.shape[-1]], probs[..., own.shape[-1] :]
-        context = own_probs @ value + torch.einsum("bhlc,hcd->bhld", other_probs, shared_value)
-        return context.transpose(1, 2).flatten(2)
+        # own values and the group's shared ones side by side, [B, heads, L + B, size]; no slicing by a
+        # shape (a trace would freeze it), the broadcast comes from an input-dependent zero term
+        values = torch.cat([value, shared_value.unsqueeze(0) + value[:, :, :1] * 0], dim=2)
+        return (probs @ values).transpose(1, 2).flatten(2)
 
 
 class SequenceClassificationCrossEncoder(nn.Module):
