@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Encode a corpus with an exported model and write the index of its family: a Faiss index "
         "(single-vector), token vectors (multi-vector) or an inverted index (sparse).",
     )
-    _engine_options(index, required=True)
+    engine_options(index, required=True)
     index.add_argument("--corpus", required=True, help="BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
     index.add_argument("--output", required=True, help="index folder to write")
     index.add_argument(
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search an index and write a TREC run",
         description="Encode queries, search an index written by `lir index`, write a TREC run file.",
     )
-    _engine_options(search, required=False)
+    engine_options(search, required=False)
     search.add_argument("--index", required=True, help="index folder written by `lir index`")
     search.add_argument("--queries", required=True, help="BEIR folder, .jsonl, .tsv, or an ir_datasets id")
     search.add_argument("--split", help="with a BEIR folder: keep the queries judged in this split (e.g. test)")
@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluation.set_defaults(handler=run_evaluate)
 
 
-def _engine_options(parser: argparse.ArgumentParser, required: bool) -> None:
+def engine_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    """--engine, --variant, --device and --batch-size."""
     parser.add_argument(
         "--engine",
         required=required,

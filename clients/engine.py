@@ -1,39 +1,52 @@
-"""The engine interface: texts of a role → encodings, whatever runs the graphs (embedded or Triton).
+"""The engine interface: texts of a role → encodings, or (query, document) pairs → scores, whatever runs
+the graphs (embedded or Triton).
 
 Encodings are the model family's packed form (`lir.vectors`): an [N, D] array (single-vector),
-`MultiVectors` (multi-vector) or `SparseVectors` (sparse).
+`MultiVectors` (multi-vector) or `SparseVectors` (sparse). Cross-encoders do not encode texts alone:
+`score_pairs` gives one float32 score per pair.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lir.clients.batching import length_batches
+from lir.clients.batching import group_batches, group_numbers, length_batches
+from lir.errors import LirError
 from lir.manifest import Manifest, check_role
-from lir.tokenization import TextEncoder
+from lir.tokenization import PairEncoder, TextEncoder
 from lir.vectors import Collector, Encoded
+
+PAIR_TOKENS = 8192
+"""Default bound on the padded tokens of a batch of pairs (32 pairs of 256 tokens)."""
 
 
 class Engine(ABC):
-    """Encodes queries and documents under an exported model's manifest.
+    """Encodes queries and documents, or scores (query, document) pairs, under an exported model's manifest.
 
-    Subclasses run one padded batch of token ids through the role's graph (`run_batch`); tokenization
-    by the manifest's rules and length-bucketed batching are shared here.
+    Subclasses run one padded batch of token ids through the role's graph (`run_batch`) or the pairs of
+    a cross-encoder through its scorer graph (`run_scores`); tokenization by the manifest's rules and
+    length-bucketed batching are shared here.
     """
 
     def __init__(self, directory: str | Path, manifest: Manifest) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
-        self._encoders = {role: TextEncoder.from_manifest(directory, manifest, role) for role in ("query", "doc")}
+        if manifest.is_cross_encoder:
+            self._encoders: dict[str, TextEncoder] = {}
+            self._pairs: PairEncoder | None = PairEncoder.from_manifest(directory, manifest)
+        else:
+            self._encoders = {role: TextEncoder.from_manifest(directory, manifest, role) for role in ("query", "doc")}
+            self._pairs = None
 
     @property
-    def embedding_dim(self) -> int:
-        """Vector size (single-vector), token vector size (multi-vector) or vocabulary size (sparse)."""
+    def embedding_dim(self) -> int | None:
+        """Vector size (single-vector), token vector size (multi-vector), vocabulary size (sparse); None for
+        a cross-encoder."""
         return self.manifest.embedding_dim
 
     @property
@@ -45,9 +58,27 @@ class Engine(ABC):
         """How a multi-vector model aggregates query tokens (`sum` or `mean`); None otherwise."""
         return self.manifest.aggregation
 
+    @property
+    def listwise(self) -> bool:
+        """Whether a cross-encoder scores the candidates of a group jointly (they then share batches)."""
+        return self.manifest.pair is not None and self.manifest.pair.listwise
+
     @abstractmethod
     def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """[B, L] ids and mask → the role's encoder outputs by name (`lir.manifest.OUTPUTS` of the family)."""
+
+    @abstractmethod
+    def run_scores(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One padded batch of pairs (the scorer's inputs, `PairRules.inputs`) → float32 scores [B]."""
+
+    def require(self, cross_encoder: bool) -> None:
+        """A one-line error unless the model is (`cross_encoder`) or is not a cross-encoder."""
+        if cross_encoder and self.family != "cross-encoder":
+            raise LirError(f"{self.fingerprint['model']} is a {self.family} model: it encodes texts, not pairs")
+        if not cross_encoder and self.family == "cross-encoder":
+            raise LirError(
+                f"{self.fingerprint['model']} is a cross-encoder: it scores (query, document) pairs, not texts alone"
+            )
 
     def encode(
         self,
@@ -58,6 +89,7 @@ class Engine(ABC):
         progress: bool = False,
     ) -> Encoded:
         """The encodings of `texts` in input order."""
+        self.require(cross_encoder=False)
         encoder = self._encoders[check_role(role)]
         ids = encoder.encode(texts)
         collector = Collector(self.family, len(ids), self.embedding_dim)
@@ -67,6 +99,47 @@ class Engine(ABC):
                 collector.add(batch, self.run_batch(role, *encoder.batch([ids[i] for i in batch])))
                 bar.update(len(batch))
         return collector.result()
+
+    def score_pairs(
+        self,
+        queries: Sequence[str],
+        docs: Sequence[str],
+        groups: Sequence[Hashable] | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = PAIR_TOKENS,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Cross-encoder scores of the pairs (queries[i], docs[i]): float32 [N] in input order.
+
+        Listwise models score the pairs of a group (`groups[i]`, any hashable; default: pairs of the same
+        query text form a group) together; a batch then holds whole groups.
+        """
+        self.require(cross_encoder=True)
+        pairs = self._pairs.encode(queries, docs)
+        scores = np.empty(len(pairs), np.float32)
+        lengths = [len(ids) for ids, _ in pairs]
+        with tqdm(total=len(pairs), desc="scoring pairs", unit="pair", disable=not progress) as bar:
+            for rows, numbers in self._pair_batches(lengths, queries, groups, batch_size, max_tokens):
+                feeds = self._pairs.batch([pairs[i] for i in rows])
+                if numbers is not None:
+                    feeds["groups"] = numbers
+                scores[rows] = self.run_scores(feeds)
+                bar.update(len(rows))
+        return scores
+
+    def _pair_batches(
+        self,
+        lengths: list[int],
+        queries: Sequence[object],
+        groups: Sequence[Hashable] | None,
+        batch_size: int,
+        max_tokens: int | None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(rows, group ids within the batch, or None for pointwise models) of each batch of pairs."""
+        if not self.listwise:
+            yield from ((rows, None) for rows in length_batches(lengths, batch_size, max_tokens))
+        else:
+            yield from group_batches(lengths, pair_groups(queries, groups), batch_size, max_tokens)
 
     def encode_queries(self, texts: Sequence[str], **options) -> Encoded:
         return self.encode(texts, "query", **options)
@@ -87,3 +160,10 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def pair_groups(queries: Sequence[object], groups: Sequence[Hashable] | None) -> np.ndarray:
+    """Group numbers of pairs: of `groups`, or of the query texts when none are given: [N] int64."""
+    if groups is not None and len(groups) != len(queries):
+        raise LirError(f"{len(groups)} group ids for {len(queries)} pairs: give one per pair")
+    return group_numbers(queries if groups is None else groups)

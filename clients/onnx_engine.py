@@ -1,4 +1,5 @@
-"""The embedded engine: onnxruntime in this process, reading an exported model directory."""
+"""The embedded engine: onnxruntime in this process, reading an exported model directory (the encoder
+graphs of a bi-encoder, the scorer graph of a cross-encoder)."""
 
 from __future__ import annotations
 
@@ -32,22 +33,28 @@ class OnnxEngine(Engine):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._sessions: dict[str, ort.InferenceSession] = {}
-        for role in ("query", "doc"):
-            name, graph = self.manifest.encoder(role)
-            if name not in self._sessions:
-                if variant not in graph.variants:
-                    raise LirError(
-                        f"{directory}: graph {name!r} has no {variant} variant (exported: {', '.join(graph.variants)})"
-                    )
-                path = verified_file(self.directory, graph.variants[variant])
-                self._sessions[name] = ort.InferenceSession(str(path), options, providers=DEVICES[device])
-        self._graph_of = {role: self.manifest.encoders[role] for role in ("query", "doc")}
+        if self.manifest.is_cross_encoder:
+            self._graph_of = {"scorer": self.manifest.scorer}
+        else:
+            self._graph_of = {role: self.manifest.encoder(role)[0] for role in ("query", "doc")}
+        for name in dict.fromkeys(self._graph_of.values()):
+            graph = self.manifest.graphs[name]
+            if variant not in graph.variants:
+                raise LirError(
+                    f"{directory}: graph {name!r} has no {variant} variant (exported: {', '.join(graph.variants)})"
+                )
+            path = verified_file(self.directory, graph.variants[variant])
+            self._sessions[name] = ort.InferenceSession(str(path), options, providers=DEVICES[device])
         self._outputs = {name: [o.name for o in session.get_outputs()] for name, session in self._sessions.items()}
 
     def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         name = self._graph_of[role]
         found = self._sessions[name].run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
         return dict(zip(self._outputs[name], found, strict=True))
+
+    def run_scores(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.require(cross_encoder=True)
+        return self._sessions[self._graph_of["scorer"]].run(["scores"], feeds)[0]
 
     def close(self) -> None:
         self._sessions.clear()

@@ -1,9 +1,11 @@
 """`TritonEngine`: the engine interface over a Triton server, gRPC (default) or HTTP.
 
 Text mode sends strings to the model's text endpoint, which tokenizes on the server with the manifest's
-rules (nothing local needed). Ids mode tokenizes here with a local copy of the exported model directory
-and calls the graph model `<model>.<graph>`. Requests go out in batches with a bounded number in flight;
-inference is idempotent, so a request that finds the server unavailable is retried.
+rules (nothing local needed): TEXT (and the request parameter `role`) of a bi-encoder, QUERY and DOC of a
+cross-encoder (SCORES back; a listwise cross-encoder gets one request per group). Ids mode tokenizes here
+with a local copy of the exported model directory and calls the graph model `<model>.<graph>`. Requests
+go out in batches with a bounded number in flight; inference is idempotent, so a request that finds the
+server unavailable is retried.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from lir.clients.engine import Engine
+from lir.clients.batching import group_members
+from lir.clients.engine import PAIR_TOKENS, Engine, pair_groups
 from lir.errors import LirError
 from lir.manifest import OUTPUTS, check_role, load_manifest
 from lir.tokenization import as_text
@@ -73,7 +76,9 @@ class TritonEngine(Engine):
         if self._family not in OUTPUTS:
             raise LirError(f"model {model!r} on {url} is of unknown family {self._family!r}")
         self._aggregation = parameters.get("aggregation") or None
-        self._dim = int(parameters.get("embedding_dim") or config["output"][0]["dims"][-1])
+        self._listwise = parameters.get("listwise") == "true"
+        cross_encoder = self._family == "cross-encoder"
+        self._dim = None if cross_encoder else int(parameters.get("embedding_dim") or config["output"][0]["dims"][-1])
         if mode == "ids":
             super().__init__(model_dir, load_manifest(model_dir))
             if self.manifest.name != self._fingerprint["model"]:
@@ -94,6 +99,10 @@ class TritonEngine(Engine):
     @property
     def aggregation(self) -> str | None:
         return self._aggregation
+
+    @property
+    def listwise(self) -> bool:
+        return self._listwise
 
     @property
     def fingerprint(self) -> dict[str, str]:
@@ -143,6 +152,19 @@ class TritonEngine(Engine):
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         return self._infer(graph, feeds, OUTPUTS[self.family])
 
+    def run_scores(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.require(cross_encoder=True)
+        # a [batch] input (groups) is configured as [1] reshaped to []: it is sent as [batch, 1]
+        inputs = {name: array.reshape(-1, 1) if array.ndim == 1 else array for name, array in feeds.items()}
+        return self._infer(f"{self.model}.{self.manifest.scorer}", inputs, ["scores"])["scores"].reshape(-1)
+
+    def _parallel(self, send: Callable[[Sequence[int]], dict[str, np.ndarray]], chunks: list) -> list:
+        """`send` of each chunk with at most `concurrency` requests in flight, results in order."""
+        if len(chunks) <= 1:  # one request: no thread hop
+            return [send(chunk) for chunk in chunks]
+        with ThreadPoolExecutor(min(self.concurrency, len(chunks))) as pool:
+            return list(pool.map(send, chunks))
+
     def encode(
         self,
         texts: Sequence[str],
@@ -153,6 +175,7 @@ class TritonEngine(Engine):
     ) -> Encoded:
         if self.mode == "ids":
             return super().encode(texts, role, batch_size, max_tokens, progress)
+        self.require(cross_encoder=False)
         check_role(role)
         clean = [as_text(t, i, role).encode("utf-8") for i, t in enumerate(texts)]
         starts = range(0, len(clean), batch_size)
@@ -163,15 +186,44 @@ class TritonEngine(Engine):
             found = self._infer(self.model, {"TEXT": array}, [n.upper() for n in names], {"role": role})
             return {name: found[name.upper()] for name in names}
 
-        if len(starts) <= 1:  # one request: no thread hop
-            parts = [send(start) for start in starts]
-        else:
-            with ThreadPoolExecutor(min(self.concurrency, len(starts))) as pool:
-                parts = list(pool.map(send, starts))
+        parts = self._parallel(send, list(starts))
         collector = Collector(self._family, len(clean), self._dim)
         for start, outputs in zip(starts, parts, strict=True):
             collector.add(np.arange(start, min(start + batch_size, len(clean))), outputs)
         return collector.result()
+
+    def score_pairs(
+        self,
+        queries: Sequence[str],
+        docs: Sequence[str],
+        groups: Sequence[Hashable] | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = PAIR_TOKENS,
+        progress: bool = False,
+    ) -> np.ndarray:
+        if self.mode == "ids":
+            return super().score_pairs(queries, docs, groups, batch_size, max_tokens, progress)
+        self.require(cross_encoder=True)
+        if len(queries) != len(docs):
+            raise LirError(f"{len(queries)} queries for {len(docs)} documents: pairs need one of each")
+        texts = {
+            "QUERY": np.array([as_text(t, i, "query").encode("utf-8") for i, t in enumerate(queries)], dtype=object),
+            "DOC": np.array([as_text(t, i, "doc").encode("utf-8") for i, t in enumerate(docs)], dtype=object),
+        }
+        if self._listwise:  # one request per group: the server scores a request's pairs jointly
+            chunks = group_members(pair_groups(queries, groups))
+        else:
+            count = len(queries)
+            chunks = [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+        def send(rows: np.ndarray) -> dict[str, np.ndarray]:
+            inputs = {name: array[rows].reshape(-1, 1) for name, array in texts.items()}
+            return self._infer(self.model, inputs, ["SCORES"])
+
+        scores = np.empty(len(queries), np.float32)
+        for rows, found in zip(chunks, self._parallel(send, chunks), strict=True):
+            scores[rows] = found["SCORES"].reshape(-1)
+        return scores
 
     def close(self) -> None:
         for client in self._clients:

@@ -10,12 +10,15 @@ from lir.errors import LirError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lir.clients import commands
+    from lir.clients import commands, rerank_command
 
-    parser = argparse.ArgumentParser(prog="lir", description="Index, search and evaluate with exported lir models.")
+    parser = argparse.ArgumentParser(
+        prog="lir", description="Index, search, re-rank and evaluate with exported lir models."
+    )
     parser.add_argument("--version", action="version", version=f"lir {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
+    rerank_command.register(sub)
     fit = sub.add_parser("fit", help="fine-tune a model (not yet: see the trainer issue)")
     fit.set_defaults(handler=_not_yet)
     return parser

@@ -1,4 +1,5 @@
-"""Documents, queries and qrels from local files (BEIR folder, JSONL, TSV, TREC qrels) or ir_datasets ids.
+"""Documents, queries and qrels from local files (BEIR folder, JSONL, TSV, TREC qrels) or ir_datasets ids;
+re-ranking candidates from a header TSV.
 
 A spec string is a path when it exists, otherwise an ir_datasets id (`beir/scifact/test`). BEIR folders
 take a split (`test`, `train`): queries are those judged in `qrels/<split>.tsv`. Document text follows
@@ -7,8 +8,10 @@ BEIR/MTEB: `title + " " + text`, stripped.
 
 from __future__ import annotations
 
+import csv
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from lir.errors import LirError
@@ -27,6 +30,58 @@ def iter_docs(spec: str) -> Iterator[tuple[str, str]]:
     else:
         for doc in _irds(spec, "docs").docs_iter():
             yield doc.doc_id, doc.default_text().strip()
+
+
+def read_docs(spec: str, ids: Collection[str]) -> dict[str, str]:
+    """doc_id → text of the documents `ids` only: local files are streamed keeping those, an ir_datasets
+    corpus is looked up in its docs store. Ids not in the corpus are left out."""
+    wanted = set(ids)
+    if Path(spec).exists():
+        return {doc_id: text for doc_id, text in iter_docs(spec) if doc_id in wanted}
+    found = _irds(spec, "docs").docs_store().get_many(wanted)
+    return {doc_id: doc.default_text().strip() for doc_id, doc in found.items()}
+
+
+Candidates = dict[str, list[tuple[str, str]]]
+"""query_id → its candidates (doc_id, text), best first."""
+CANDIDATE_COLUMNS = (
+    ("qid", "query_id", "query-id"),
+    ("query", "query_text"),
+    ("docid", "doc_id", "pid", "corpus-id"),
+    ("passage", "text", "doc_text", "document"),
+)
+"""The header names accepted for the query id, query text, doc id and passage columns."""
+
+
+def read_candidates(path: str | Path) -> tuple[dict[str, str], Candidates]:
+    """Queries and their candidates from a TSV whose header names the query id, query, doc id and passage
+    columns (e.g. `qid query docid rank score passage`; a `title` column goes before the passage). Each
+    query's candidates are taken in file order, best first."""
+    file = _require(Path(path))
+    csv.field_size_limit(sys.maxsize)
+    queries: dict[str, str] = {}
+    candidates: Candidates = {}
+    with open(file, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = [name.strip().lower() for name in next(reader, [])]
+        qid, query, docid, text = (_column(header, names, file) for names in CANDIDATE_COLUMNS)
+        title = header.index("title") if "title" in header else None
+        for lineno, fields in enumerate(reader, 2):
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise LirError(f"{file}:{lineno}: {len(fields)} columns, the header names {len(header)}")
+            passage = f"{fields[title]} {fields[text]}" if title is not None else fields[text]
+            queries.setdefault(fields[qid], fields[query])
+            candidates.setdefault(fields[qid], []).append((fields[docid], passage.strip()))
+    return queries, candidates
+
+
+def _column(header: list[str], names: tuple[str, ...], file: Path) -> int:
+    found = next((header.index(name) for name in names if name in header), None)
+    if found is None:
+        raise LirError(f"{file}: the header names no {names[0]} column (one of {', '.join(names)})")
+    return found
 
 
 def read_queries(spec: str, split: str | None = None) -> dict[str, str]:
