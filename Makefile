@@ -6,7 +6,7 @@ DATA   ?= ../shared/data
 MODEL  := model_repository/minilm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test verify-late bench lint clean
+.PHONY: install demo test verify-late verify-rerank bench lint clean
 
 install: $(STAMP)
 
@@ -37,10 +37,15 @@ test: $(STAMP)
 verify-late: $(STAMP)
 	LIR_FULL_SCIFACT=1 $(BIN)/python -m pytest -q tests/test_late_effectiveness.py
 
+# DL19 re-ranking with all-MiniLM-L6-v2 against a live PyTorch reference over all 43 queries (a few minutes)
+verify-rerank: $(STAMP)
+	LIR_FULL_DL19=1 $(BIN)/python -m pytest -q tests/test_rerank_effectiveness.py
+
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact
 	$(BIN)/python benchmarks/bench_serving.py --model $(MODEL) --data $(DATA)/scifact
 	$(BIN)/python benchmarks/bench_indexes.py --scale scifact  # synthetic; --scale 1m: 1M docs, ~30 min, ~8 GB
+	$(BIN)/python benchmarks/bench_rerank.py --bi-encoder $(MODEL) --data $(DATA)/trec-dl-2019  # ~15 min
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

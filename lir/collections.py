@@ -28,7 +28,7 @@ def iter_docs(spec: str) -> Iterator[tuple[str, str]]:
     elif path.is_file():
         yield from _iter_jsonl(path) if path.suffix == ".jsonl" else _iter_tsv(path)
     else:
-        for doc in _irds(spec, "docs").docs_iter():
+        for doc in irds_dataset(spec, "docs").docs_iter():
             yield doc.doc_id, doc.default_text().strip()
 
 
@@ -38,7 +38,7 @@ def read_docs(spec: str, ids: Collection[str]) -> dict[str, str]:
     wanted = set(ids)
     if Path(spec).exists():
         return {doc_id: text for doc_id, text in iter_docs(spec) if doc_id in wanted}
-    found = _irds(spec, "docs").docs_store().get_many(wanted)
+    found = irds_dataset(spec, "docs").docs_store().get_many(wanted)
     return {doc_id: doc.default_text().strip() for doc_id, doc in found.items()}
 
 
@@ -95,7 +95,7 @@ def read_queries(spec: str, split: str | None = None) -> dict[str, str]:
         return queries
     if path.is_file():
         return dict(_iter_jsonl(path) if path.suffix == ".jsonl" else _iter_tsv(path))
-    return {q.query_id: q.default_text() for q in _irds(spec, "queries").queries_iter()}
+    return {q.query_id: q.default_text() for q in irds_dataset(spec, "queries").queries_iter()}
 
 
 def read_qrels_spec(spec: str, split: str | None = None) -> Qrels:
@@ -108,7 +108,7 @@ def read_qrels_spec(spec: str, split: str | None = None) -> Qrels:
     if path.is_file():
         return read_qrels(path)
     qrels: Qrels = {}
-    for q in _irds(spec, "qrels").qrels_iter():
+    for q in irds_dataset(spec, "qrels").qrels_iter():
         qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
     return qrels
 
@@ -145,7 +145,7 @@ def _iter_tsv(path: Path) -> Iterator[tuple[str, str]]:
                 raise LirError(f"{path}:{lineno}: expected 'id<TAB>text' or 'id<TAB>title<TAB>text'")
 
 
-def _irds(spec: str, what: str):
+def irds_dataset(spec: str, what: str):
     """An ir_datasets dataset that provides `what`, with one-line errors instead of tracebacks."""
     try:
         import ir_datasets

@@ -24,6 +24,8 @@ def test_importing_the_core_and_clients_loads_no_torch():
         "lir.clients.commands",
         "lir.clients.engines",
         "lir.clients.retriever",
+        "lir.clients.reranker",
+        "lir.clients.rerank_command",
     ]
     code = (
         f"import sys\nfor m in {modules!r}: __import__(m)\n"

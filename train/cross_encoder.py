@@ -65,6 +65,16 @@ def logits_to_scores(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     return logits[:, 0].float()
 
 
+def backbone_inputs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The keyword inputs of a Hugging Face backbone; segments only when the pairs have them."""
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = token_type_ids
+    return inputs
+
+
 def _check_head(head: nn.Linear, scoring: str) -> None:
     if head.out_features != SCORINGS[scoring]:
         raise LirError(f"scoring {scoring!r} needs {SCORINGS[scoring]} logits, the head gives {head.out_features}")
@@ -97,10 +107,7 @@ class CrossEncoderModel(nn.Module):
         groups: torch.Tensor | None,
     ) -> torch.Tensor:
         """[B, L, H] token states of the pair sequences (pointwise: `groups` is not used)."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        return self.backbone(**inputs).last_hidden_state
+        return self.backbone(**backbone_inputs(input_ids, attention_mask, token_type_ids)).last_hidden_state
 
     def forward(
         self,
@@ -212,10 +219,8 @@ class SequenceClassificationCrossEncoder(nn.Module):
         groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[B, L] pair sequences → [B] float32 scores (`groups` is not used: pointwise)."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        return logits_to_scores(self.backbone(**inputs).logits, self.config.scoring)
+        logits = self.backbone(**backbone_inputs(input_ids, attention_mask, token_type_ids)).logits
+        return logits_to_scores(logits, self.config.scoring)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from lir.collections import (
     CANDIDATE_COLUMNS,
-    _irds,
+    irds_dataset,
     iter_docs,
     read_candidates,
     read_docs,
@@ -171,7 +171,7 @@ def _jsonl_tuples(path: Path) -> Iterator[_Tuple]:
 
 
 def _docpairs(spec: str) -> Iterator[_Tuple]:
-    for pair in _irds(spec, "docpairs").docpairs_iter():
+    for pair in irds_dataset(spec, "docpairs").docpairs_iter():
         yield _Tuple(pair.query_id, None, (pair.doc_id_a, pair.doc_id_b), None)
 
 
@@ -244,7 +244,7 @@ class RunDataset(Dataset):
         self.sample_size, self.sampling_strategy, self.targets = sample_size, sampling_strategy, targets
         self.seed, self.epoch = seed, 0
         texts, ranked, doc_texts = _read_ranking(run, queries, docs, split)
-        if qrels is None and not Path(run).exists() and _irds(run, "scoreddocs").has_qrels():
+        if qrels is None and not Path(run).exists() and irds_dataset(run, "scoreddocs").has_qrels():
             qrels = run
         self.qrels: Qrels = read_qrels_spec(qrels, split) if qrels is not None else {}
         if targets == "relevance" and qrels is None:
@@ -315,7 +315,7 @@ def _read_ranking(
         scores = read_run(path)
     else:
         scores = {}
-        for scored in _irds(run, "scoreddocs").scoreddocs_iter():
+        for scored in irds_dataset(run, "scoreddocs").scoreddocs_iter():
             scores.setdefault(scored.query_id, {})[scored.doc_id] = float(scored.score)
         queries = queries or run
     if queries is None or (docs is None and path.is_file()):
