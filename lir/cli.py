@@ -19,25 +19,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     rerank_command.register(sub)
-    fit = sub.add_parser("fit", help="fine-tune a model (not yet: see the trainer issue)")
-    fit.set_defaults(handler=_not_yet)
+    # listed for --help only: main() hands `lir fit ...` to LightningCLI, which parses its own arguments
+    sub.add_parser("fit", add_help=False, help="fine-tune a model: lir fit --config train.yaml (see lir fit --help)")
     return parser
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    raise LirError(f"`lir {args.command}` is not available yet in this version")
+def _fit(argv: list[str]) -> int:
+    from lir.train.fit_cli import main as fit_main  # torch and lightning load here only
+
+    return fit_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lir` command: exit 0 on success, 1 on a user error, 130 on Ctrl-C."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fit"]:
+        command, run = "fit", lambda: _fit(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.handler(args)
     try:
-        return int(args.handler(args) or 0)
+        return int(run() or 0)
     except LirError as exc:
-        print(f"lir {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lir {command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"lir {args.command}: interrupted", file=sys.stderr)
+        print(f"lir {command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,132 @@
+"""`LirDataModule`: training tuples and re-ranking runs as Lightning dataloaders, resumable mid-epoch.
+
+Batches are collated by the fit module's own collator (its tokenizer and text rules), so the datamodule
+takes no model. The training order is a seeded permutation per epoch; `RunDataset.set_epoch` follows the
+epoch too. The training loader is stateful for Lightning: a checkpoint records the epoch and the batches
+the trainer has taken from it, and a fit resumed from that checkpoint draws exactly the next batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lir.errors import LirError
+from lir.train.data import RunDataset, TupleDataset
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of a sized dataset: a permutation seeded by (seed, epoch) when shuffling, else in order; a
+    resumed epoch starts `start` indices in, once."""
+
+    def __init__(self, dataset: Dataset, shuffle: bool = True, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch; passed on to datasets that sample per epoch."""
+        if epoch != self.epoch:
+            self.epoch, self.start = epoch, 0
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def resume(self, epoch: int, start: int) -> None:
+        """Continue `epoch` after its first `start` indices."""
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        count = len(self.dataset)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(count) if self.shuffle else np.arange(count)
+        start, self.start = self.start, 0
+        return iter(order[start:].tolist())
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader over an `EpochSampler` that Lightning saves and restores (its `_Stateful`
+    protocol): the epoch and how many batches the trainer consumed, read through `consumed` (the loader
+    itself cannot tell: Lightning fetches ahead)."""
+
+    def __init__(self, dataset: Dataset, sampler: EpochSampler, consumed: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.consumed = consumed
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.consumed()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self):  # saved at the end of an epoch: the next one starts afresh
+            self.sampler.resume(epoch + 1, 0)
+        else:
+            self.sampler.resume(epoch, batches * self.batch_size)
+
+
+class LirDataModule(LightningDataModule):
+    """Training on tuples or sampled runs, validation by re-ranking runs (with qrels).
+
+    `train_batch_size` counts queries (each with its tuple's or sample's candidates); validation scores
+    `inference_batch_size` queries at a time, each with all its candidates (batches need equal candidate
+    counts, so the default of 1 suits runs of any depth).
+    """
+
+    def __init__(
+        self,
+        train_dataset: TupleDataset | RunDataset | None = None,
+        inference_datasets: list[RunDataset] | None = None,
+        train_batch_size: int = 8,
+        inference_batch_size: int = 1,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for dataset in inference_datasets or []:
+            if not dataset.qrels:
+                raise LirError("a validation run needs qrels (pass qrels, or a dataset id that has them)")
+        self.train_dataset = train_dataset
+        self.inference_datasets = list(inference_datasets or [])
+        self.train_batch_size = train_batch_size
+        self.inference_batch_size = inference_batch_size
+        self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def _collator(self) -> Callable:
+        return self.trainer.lightning_module.collator
+
+    def _consumed(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def train_dataloader(self) -> ResumableLoader:
+        if self.train_dataset is None:
+            raise LirError("fitting needs a train_dataset")
+        return ResumableLoader(
+            self.train_dataset,
+            EpochSampler(self.train_dataset, self.shuffle, self.seed),
+            self._consumed,
+            batch_size=self.train_batch_size,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [
+            DataLoader(
+                dataset,
+                batch_size=self.inference_batch_size,
+                collate_fn=self._collator(),
+                num_workers=self.num_workers,
+            )
+            for dataset in self.inference_datasets
+        ]
