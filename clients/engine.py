@@ -9,13 +9,13 @@ Encodings are the model family's packed form (`lir.vectors`): an [N, D] array (s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lir.clients.batching import group_batches, group_numbers, length_batches
+from lir.batching import length_batches, pair_groups, score_pair_batches
 from lir.errors import LirError
 from lir.manifest import Manifest, check_role
 from lir.tokenization import PairEncoder, TextEncoder
@@ -115,31 +115,12 @@ class Engine(ABC):
         query text form a group) together; a batch then holds whole groups.
         """
         self.require(cross_encoder=True)
-        pairs = self._pairs.encode(queries, docs)
-        scores = np.empty(len(pairs), np.float32)
-        lengths = [len(ids) for ids, _ in pairs]
-        with tqdm(total=len(pairs), desc="scoring pairs", unit="pair", disable=not progress) as bar:
-            for rows, numbers in self._pair_batches(lengths, queries, groups, batch_size, max_tokens):
-                feeds = self._pairs.batch([pairs[i] for i in rows])
-                if numbers is not None:
-                    feeds["groups"] = numbers
-                scores[rows] = self.run_scores(feeds)
-                bar.update(len(rows))
-        return scores
-
-    def _pair_batches(
-        self,
-        lengths: list[int],
-        queries: Sequence[object],
-        groups: Sequence[Hashable] | None,
-        batch_size: int,
-        max_tokens: int | None,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(rows, group ids within the batch, or None for pointwise models) of each batch of pairs."""
-        if not self.listwise:
-            yield from ((rows, None) for rows in length_batches(lengths, batch_size, max_tokens))
-        else:
-            yield from group_batches(lengths, pair_groups(queries, groups), batch_size, max_tokens)
+        encoded = self._pairs.encode(queries, docs)
+        numbers = pair_groups(queries, groups) if self.listwise else None
+        with tqdm(total=len(encoded), desc="scoring pairs", unit="pair", disable=not progress) as bar:
+            return score_pair_batches(
+                self.run_scores, self._pairs, encoded, numbers, batch_size, max_tokens, on_batch=bar.update
+            )
 
     def encode_queries(self, texts: Sequence[str], **options) -> Encoded:
         return self.encode(texts, "query", **options)
@@ -160,10 +141,3 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def pair_groups(queries: Sequence[object], groups: Sequence[Hashable] | None) -> np.ndarray:
-    """Group numbers of pairs: of `groups`, or of the query texts when none are given: [N] int64."""
-    if groups is not None and len(groups) != len(queries):
-        raise LirError(f"{len(groups)} group ids for {len(queries)} pairs: give one per pair")
-    return group_numbers(queries if groups is None else groups)

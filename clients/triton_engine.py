@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lir.clients.batching import group_members
-from lir.clients.engine import PAIR_TOKENS, Engine, pair_groups
+from lir.batching import group_members, pair_groups
+from lir.clients.engine import PAIR_TOKENS, Engine
 from lir.errors import LirError
 from lir.manifest import OUTPUTS, check_role, load_manifest
 from lir.tokenization import as_text

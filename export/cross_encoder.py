@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from lir.clients.batching import group_batches, length_batches
+from lir.batching import score_pair_batches
 from lir.export.family import ModelExport
 from lir.export.graphs import GraphPlan
 from lir.export.limits import MIN_SCORE_CORRELATION
@@ -63,22 +63,6 @@ def scorer_interface(inputs: tuple[str, ...]) -> tuple[list[TensorSpec], list[Te
     """The scorer's inputs ([batch, sequence], groups [batch]) and its output."""
     specs = [TensorSpec(name, "int64", ["batch"] if name == "groups" else ["batch", "sequence"]) for name in inputs]
     return specs, [TensorSpec(OUTPUTS["cross-encoder"][0], "float32", ["batch"])]
-
-
-def score_batches(run: Run, pairs: PairEncoder, encoded: Pairs, groups: np.ndarray, batch_size: int) -> np.ndarray:
-    """[N] scores of encoded pairs in length-sorted batches; listwise: whole groups per batch (`groups`)."""
-    lengths = [len(ids) for ids, _ in encoded]
-    if pairs.pair.listwise:
-        batches = group_batches(lengths, groups, batch_size)
-    else:
-        batches = ((rows, None) for rows in length_batches(lengths, batch_size))
-    scores = np.empty(len(encoded), np.float32)
-    for rows, numbers in batches:
-        feeds = pairs.batch([encoded[i] for i in rows])
-        if numbers is not None:
-            feeds["groups"] = numbers
-        scores[rows] = run(feeds)
-    return scores
 
 
 def pearson(got: np.ndarray, expected: np.ndarray) -> float:
@@ -149,18 +133,18 @@ class PairReference(Parity):
         encoder = family.module.pairs
         pairs = probe_pairs(encoder, probes)
         run = family.torch_scores
-        expected = score_batches(run, encoder, pairs.encoded, pairs.groups, REFERENCE_BATCH)
+        expected = score_pair_batches(run, encoder, pairs.encoded, pairs.groups, REFERENCE_BATCH)
         return cls(family, probes, pairs, expected, rerank_pairs(encoder, probes))
 
     def measure(self, session: ort.InferenceSession, plan: GraphPlan) -> tuple[float, float]:
         """Max difference relative to the score scale and the lowest Pearson correlation, over batchings."""
         encoder, pairs = self.family.module.pairs, self.pairs
         run = graph_scores(session)
-        found = [score_batches(run, encoder, pairs.encoded, pairs.groups, size) for size in BATCH_SIZES]
+        found = [score_pair_batches(run, encoder, pairs.encoded, pairs.groups, size) for size in BATCH_SIZES]
         if encoder.pair.listwise:
             order = reversed_groups(pairs.groups)
             permuted = np.empty(len(order), np.float32)
-            permuted[order] = score_batches(
+            permuted[order] = score_pair_batches(
                 run, encoder, [pairs.encoded[i] for i in order], pairs.groups[order], BATCH_SIZES[-1]
             )
             found.append(permuted)
@@ -173,7 +157,7 @@ class PairReference(Parity):
         if self.rerank is None or self.probes.collection is None:
             return None
         rerank, run_graph = self.rerank, graph_scores(sessions[SCORER])
-        scores = score_batches(run_graph, self.family.module.pairs, rerank.encoded, rerank.groups, BATCH_SIZES[-1])
+        scores = score_pair_batches(run_graph, self.family.module.pairs, rerank.encoded, rerank.groups, BATCH_SIZES[-1])
         run: dict[str, dict[str, float]] = {}
         for (qid, did), score in zip(rerank.ids, scores, strict=True):
             run.setdefault(qid, {})[did] = float(score)

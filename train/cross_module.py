@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lir.errors import LirError
+from lir.batching import pair_groups, score_pair_batches
 from lir.tokenization import PairEncoder
 from lir.train.cross_encoder import LoadedCrossEncoder
 from lir.train.module import ScoreOutput
@@ -58,41 +58,10 @@ class CrossEncoderModule:
         `batch_size` is a batch of its own). Pointwise models ignore `groups`.
         """
         encoded = self.pairs.encode(queries, docs)
-        if groups is not None and len(groups) != len(encoded):
-            raise LirError(f"{len(groups)} group ids for {len(encoded)} pairs: give one per pair")
-        scores = np.zeros(len(encoded), np.float32)
-        for rows, group_ids in self._batches(queries, groups, batch_size):
-            feeds = self.pairs.batch([encoded[i] for i in rows])
-            if self.listwise:
-                feeds["groups"] = group_ids
-            scores[rows] = self.forward_batch(feeds).numpy()
-        return scores
-
-    def _batches(
-        self, queries: Sequence[str], groups: Sequence[int] | None, batch_size: int
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(pair rows, int64 group ids) of each batch: consecutive rows when pointwise, whole groups when listwise."""
-        count = len(queries)
-        if not self.listwise:
-            return [
-                (np.arange(s, min(s + batch_size, count)), np.zeros(0, np.int64)) for s in range(0, count, batch_size)
-            ]
-        keys = list(queries) if groups is None else list(groups)
-        members: dict[object, list[int]] = {}
-        for row, key in enumerate(keys):
-            members.setdefault(key, []).append(row)
-        batches: list[tuple[np.ndarray, np.ndarray]] = []
-        rows: list[int] = []
-        ids: list[int] = []
-        for index, group in enumerate(members.values()):
-            if rows and len(rows) + len(group) > batch_size:
-                batches.append((np.array(rows), np.array(ids, np.int64)))
-                rows, ids = [], []
-            rows.extend(group)
-            ids.extend([index] * len(group))
-        if rows:
-            batches.append((np.array(rows), np.array(ids, np.int64)))
-        return batches
+        numbers = pair_groups(queries, groups) if self.listwise or groups is not None else None
+        return score_pair_batches(
+            lambda feeds: self.forward_batch(feeds).numpy(), self.pairs, encoded, numbers, batch_size
+        )
 
     def score(self, query: str, docs: Sequence[str], batch_size: int = 32) -> ScoreOutput:
         """Scores of `query` against each of `docs` (one group for listwise models), in input order."""

@@ -1,10 +1,16 @@
-"""Length-bucketed batching: sort by length so that each batch pads as little as possible."""
+"""Length-bucketed batching: sort by length so that each batch pads as little as possible; listwise
+cross-encoders keep each group of pairs whole. `score_pair_batches` is the one loop that scores pairs in such
+batches, whatever runs the scorer (PyTorch, an ONNX graph, an engine).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
+
+from lir.errors import LirError
+from lir.tokenization import PairEncoder
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> Iterator[np.ndarray]:
@@ -62,3 +68,40 @@ def group_batches(
 def _numbered(batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     ids = np.concatenate([np.full(len(rows), number, np.int64) for number, rows in enumerate(batch)])
     return np.concatenate(batch), ids
+
+
+def pair_groups(queries: Sequence[object], groups: Sequence[Hashable] | None) -> np.ndarray:
+    """Group numbers of pairs: of `groups`, or of the query texts when none are given: [N] int64."""
+    if groups is not None and len(groups) != len(queries):
+        raise LirError(f"{len(groups)} group ids for {len(queries)} pairs: give one per pair")
+    return group_numbers(queries if groups is None else groups)
+
+
+def score_pair_batches(
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    pairs: PairEncoder,
+    encoded: Sequence[tuple[list[int], list[int]]],
+    groups: np.ndarray | None,
+    batch_size: int,
+    max_tokens: int | None = None,
+    on_batch: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    """float32 [N] scores of encoded pairs in input order: `run` scores one padded batch (the scorer's
+    inputs); batches are length-sorted, and whole groups (`groups`, needed only then, renumbered per batch and
+    fed as `groups`) when the pair rules are listwise. `on_batch` hears each batch's size (progress)."""
+    lengths = [len(ids) for ids, _ in encoded]
+    if pairs.pair.listwise:
+        if groups is None:
+            raise LirError("a listwise model scores groups of pairs: give their group ids")
+        batches: Iterator[tuple[np.ndarray, np.ndarray | None]] = group_batches(lengths, groups, batch_size, max_tokens)
+    else:
+        batches = ((rows, None) for rows in length_batches(lengths, batch_size, max_tokens))
+    scores = np.empty(len(encoded), np.float32)
+    for rows, numbers in batches:
+        feeds = pairs.batch([encoded[i] for i in rows])
+        if numbers is not None:
+            feeds["groups"] = numbers
+        scores[rows] = run(feeds)
+        if on_batch is not None:
+            on_batch(len(rows))
+    return scores
