@@ -91,14 +91,14 @@ def test_batched_requests_equal_onnxruntime_and_stay_apart(server, repository, d
     """Requests of several queries at once, each one group: every score equals the query scored alone."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
     name = model if mode == "text" else f"{model}.scorer"
-    blocker = (QUERIES[0], (docs * 10)[:64])  # keeps the model busy while the others queue up (and are batched)
+    blocker = (QUERIES[0], (docs * 40)[:200])  # keeps the model busy while the others queue up (and are batched)
     groups = [blocker] + [(q, docs[: len(docs) - i]) for _ in range(4) for i, q in enumerate(QUERIES)]
     requests = [
         _text_inputs(q, texts) if mode == "text" else _ids_inputs(repository / model, q, texts) for q, texts in groups
     ]
     engine = OnnxEngine(repository / model)
     expected = [engine.score_pairs([query] * len(texts), texts) for query, texts in groups]
-    for _ in range(5):  # until Triton batched some of them (timing: the tiny models are fast)
+    for _ in range(10):  # until Triton batched some of them (timing: the tiny models are fast)
         before = server.statistics(name)["model_stats"][0]["execution_count"]
         for want, (result, error) in zip(expected, _concurrently(client, name, requests), strict=True):
             assert error is None, error
