@@ -9,7 +9,7 @@ Encodings are the model family's packed form (`lir.vectors`): an [N, D] array (s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +30,25 @@ class Engine(ABC):
 
     Subclasses run one padded batch of token ids through the role's graph (`run_batch`) or the pairs of
     a cross-encoder through its scorer graph (`run_scores`); tokenization by the manifest's rules and
-    length-bucketed batching are shared here.
+    length-bucketed batching are shared here. An engine without an exported directory (`manifest` None)
+    passes its own `encoders` (bi-encoders) or `pairs` (cross-encoders) and overrides the properties.
     """
 
-    def __init__(self, directory: str | Path, manifest: Manifest) -> None:
-        self.directory = Path(directory)
+    def __init__(
+        self,
+        directory: str | Path | None,
+        manifest: Manifest | None,
+        encoders: Mapping[str, TextEncoder] | None = None,
+        pairs: PairEncoder | None = None,
+    ) -> None:
+        self.directory = Path(directory) if directory is not None else None
         self.manifest = manifest
-        if manifest.is_cross_encoder:
-            self._encoders: dict[str, TextEncoder] = {}
-            self._pairs: PairEncoder | None = PairEncoder.from_manifest(directory, manifest)
-        else:
-            self._encoders = {role: TextEncoder.from_manifest(directory, manifest, role) for role in ("query", "doc")}
-            self._pairs = None
+        if manifest is not None and manifest.is_cross_encoder:
+            pairs = PairEncoder.from_manifest(directory, manifest)
+        elif manifest is not None:
+            encoders = {role: TextEncoder.from_manifest(directory, manifest, role) for role in ("query", "doc")}
+        self._encoders: dict[str, TextEncoder] = dict(encoders or {})
+        self._pairs = pairs
 
     @property
     def embedding_dim(self) -> int | None:

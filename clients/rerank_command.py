@@ -14,9 +14,10 @@ from lir.trec import read_run, write_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `lir rerank` to the `lir` parser."""
+    """Add `lir rerank` (alias `lir re-rank`) to the `lir` parser."""
     rerank = sub.add_parser(
         "rerank",
+        aliases=["re-rank"],
         help="re-rank a run's candidates and write a new TREC run",
         description="Re-score the top candidates of each query with an exported cross-encoder (pairs scored "
         "jointly) or bi-encoder (query and candidates encoded, scored by the model's similarity) and write "

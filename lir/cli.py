@@ -1,4 +1,8 @@
-"""`lir`: one command, subcommands from the stage that owns them (torch is loaded only by `fit`)."""
+"""`lir`: one command, subcommands from the stage that owns them.
+
+torch is loaded only by `fit` and by the PyTorch path of `index`, `search` and `re-rank`, which any of
+them given `--config` takes (as `lir re_rank` always does).
+"""
 
 from __future__ import annotations
 
@@ -8,33 +12,52 @@ import sys
 from lir import __version__
 from lir.errors import LirError
 
+TORCH_COMMANDS = {"index": "index", "search": "search", "re-rank": "re_rank", "re_rank": "re_rank", "rerank": "re_rank"}
+"""The commands that take `--config` (the PyTorch path), by the LightningCLI subcommand that runs them."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     from lir.clients import commands, rerank_command
 
     parser = argparse.ArgumentParser(
-        prog="lir", description="Index, search, re-rank and evaluate with exported lir models."
+        prog="lir",
+        description="Index, search, re-rank and evaluate with exported lir models. With --config X.yaml, index, "
+        "search and re-rank run a PyTorch model instead (LightningCLI, e.g. lir index --config index.yaml; see "
+        "train/configs).",
     )
     parser.add_argument("--version", action="version", version=f"lir {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     rerank_command.register(sub)
+    for name, shown in (("index", "index"), ("search", "search"), ("rerank", "re-rank")):
+        sub.choices[name].epilog = (
+            f"With --config X.yaml, lir {shown} runs a PyTorch model instead (LightningCLI; options: "
+            f"lir {shown} --config X.yaml --help; examples in train/configs)."
+        )
     # listed for --help only: main() hands `lir fit ...` to LightningCLI, which parses its own arguments
     sub.add_parser("fit", add_help=False, help="fine-tune a model: lir fit --config train.yaml (see lir fit --help)")
     return parser
 
 
-def _fit(argv: list[str]) -> int:
+def _lightning(subcommand: str, argv: list[str]) -> int:
     from lir.train.fit_cli import main as fit_main  # torch and lightning load here only
 
-    return fit_main(argv)
+    return fit_main(argv, subcommand)
+
+
+def _torch_path(argv: list[str]) -> bool:
+    """Whether `argv` asks for the PyTorch path of index, search or re-rank."""
+    config = any(arg == "--config" or arg.startswith("--config=") for arg in argv[1:])
+    return argv[:1] == ["re_rank"] or (argv[:1] != [] and argv[0] in TORCH_COMMANDS and config)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lir` command: exit 0 on success, 1 on a user error, 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fit"]:
-        command, run = "fit", lambda: _fit(argv[1:])
+        command, run = "fit", lambda: _lightning("fit", argv[1:])
+    elif _torch_path(argv):
+        command, run = argv[0], lambda: _lightning(TORCH_COMMANDS[argv[0]], argv[1:])
     else:
         args = build_parser().parse_args(argv)
         command, run = args.command, lambda: args.handler(args)

@@ -208,6 +208,9 @@ def test_tuple_dataset_from_jsonl(tmp_path, scifact, corpus):
     scored = TupleDataset(path, queries=str(scifact), docs=str(scifact), targets="score")
     assert scored[0].targets == (9.5, 1.0) and scored[1].targets == (3.0, 2.0, 1.0)
     assert len(TupleDataset(path, limit=1)) == 1  # the first tuple needs no lookups
+    first_two = TupleDataset(path, queries=str(scifact), docs=str(scifact), targets="score", num_docs=2)
+    assert first_two[1].doc_ids == (RELEVANT["0"], ids[0]) and first_two[1].targets == (3.0, 2.0)
+    assert first_two[1].docs == second.docs[:2] and first_two[0] == scored[0]
 
 
 def test_tuple_dataset_errors(tmp_path, scifact):
@@ -223,6 +226,8 @@ def test_tuple_dataset_errors(tmp_path, scifact):
     for records, options, message in cases:
         with pytest.raises(LirError, match=message):
             TupleDataset(write_jsonl(tmp_path / "tuples.jsonl", records), **options)
+    with pytest.raises(LirError, match="num_docs must be at least 1, not 0"):
+        TupleDataset("anything", num_docs=0)
     with pytest.raises(LirError, match="unknown tuple targets 'rank'"):
         TupleDataset("anything", targets="rank")
     with pytest.raises(LirError, match="neither an existing file or folder nor an ir_datasets id"):

@@ -79,10 +79,14 @@ class DocDataset(IterableDataset):
 
 
 class QueryDataset(Dataset):
-    """The queries of a query spec; a BEIR folder keeps those judged in `split`."""
+    """The queries of a query spec; a BEIR folder keeps those judged in `split`. `qrels` (a qrels file, a BEIR
+    folder with `split`, or an ir_datasets id) lets a search over them be evaluated; `name` names its run."""
 
-    def __init__(self, queries: str, split: str | None = None) -> None:
+    def __init__(self, queries: str, split: str | None = None, qrels: str | None = None) -> None:
         self.samples = [QuerySample(qid, text) for qid, text in read_queries(queries, split).items()]
+        self.qrels: Qrels = read_qrels_spec(qrels, split) if qrels is not None else {}
+        stem = Path(queries).stem if Path(queries).exists() else queries.strip("/").replace("/", "-")
+        self.name = f"{stem}-{split}" if split else stem
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -107,7 +111,8 @@ class TupleDataset(Dataset):
     its id plus `queries`, the id defaulting to the line number; the docs' texts or their ids plus `docs`)
     or an ir_datasets id with docpairs (texts from the same dataset unless `queries`/`docs` say otherwise).
     `targets`: "order" gives 1 to the first candidate and 0 to the others, "score" the record's `scores`
-    (e.g. a teacher's). `limit` keeps the first tuples only. Only the documents the tuples name are read.
+    (e.g. a teacher's). `limit` keeps the first tuples only; `num_docs` the first docs of each tuple (the
+    positive and `num_docs - 1` negatives). Only the documents kept are read.
     """
 
     def __init__(
@@ -117,14 +122,19 @@ class TupleDataset(Dataset):
         docs: str | None = None,
         targets: str = "order",
         limit: int | None = None,
+        num_docs: int | None = None,
     ) -> None:
         if targets not in TUPLE_TARGETS:
             raise LirError(f"unknown tuple targets {targets!r} (known: {', '.join(TUPLE_TARGETS)})")
+        if num_docs is not None and num_docs < 1:
+            raise LirError(f"num_docs must be at least 1, not {num_docs}")
         if Path(tuples).is_file():
             rows = list(islice(_jsonl_tuples(Path(tuples)), limit))
         else:
             rows = list(islice(_docpairs(tuples), limit))
             queries, docs = queries or tuples, docs or tuples
+        if num_docs is not None:
+            rows = [_first_docs(row, num_docs) for row in rows]
         if targets == "score" and any(row.scores is None for row in rows):
             raise LirError(f"{tuples}: targets 'score' need scores for every tuple")
         query_texts = _lookup_queries(rows, queries, tuples)
@@ -145,6 +155,16 @@ class TupleDataset(Dataset):
 
     def __getitem__(self, index: int) -> RankSample:
         return self.samples[index]
+
+
+def _first_docs(row: _Tuple, count: int) -> _Tuple:
+    return _Tuple(
+        row.query_id,
+        row.query,
+        row.doc_ids[:count],
+        None if row.docs is None else row.docs[:count],
+        None if row.scores is None else row.scores[:count],
+    )
 
 
 def _jsonl_tuples(path: Path) -> Iterator[_Tuple]:

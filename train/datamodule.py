@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lir.errors import LirError
-from lir.train.data import RunDataset, TupleDataset
+from lir.train.data import DocDataset, QueryDataset, RunDataset, TupleDataset
 
 
 class EpochSampler(Sampler[int]):
@@ -77,13 +77,14 @@ class LirDataModule(LightningDataModule):
 
     `train_batch_size` counts queries (each with its tuple's or sample's candidates); validation scores
     `inference_batch_size` queries at a time, each with all its candidates (batches need equal candidate
-    counts, so the default of 1 suits runs of any depth).
+    counts, so the default of 1 suits runs of any depth). `inference_datasets` are the runs validated
+    during a fit, or what `lir index|search|re-rank --config` reads: documents, queries or runs.
     """
 
     def __init__(
         self,
         train_dataset: TupleDataset | RunDataset | None = None,
-        inference_datasets: list[RunDataset] | None = None,
+        inference_datasets: list[RunDataset | QueryDataset | DocDataset] | None = None,
         train_batch_size: int = 8,
         inference_batch_size: int = 1,
         num_workers: int = 0,
@@ -91,9 +92,6 @@ class LirDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for dataset in inference_datasets or []:
-            if not dataset.qrels:
-                raise LirError("a validation run needs qrels (pass qrels, or a dataset id that has them)")
         self.train_dataset = train_dataset
         self.inference_datasets = list(inference_datasets or [])
         self.train_batch_size = train_batch_size
@@ -121,6 +119,11 @@ class LirDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
+        for dataset in self.inference_datasets:
+            if not isinstance(dataset, RunDataset):
+                raise LirError(f"validation re-ranks runs: a {type(dataset).__name__} cannot be validated")
+            if not dataset.qrels:
+                raise LirError("a validation run needs qrels (pass qrels, or a dataset id that has them)")
         return [
             DataLoader(
                 dataset,
