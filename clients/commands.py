@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lir.clients.engines import open_engine
 from lir.clients.indexes import open_index
-from lir.clients.retriever import Retriever, build_index
+from lir.clients.retriever import Retriever, write_index
 from lir.collections import iter_docs, read_qrels_spec, read_queries
 from lir.errors import LirError
 from lir.metrics import DEFAULT_MEASURES, evaluate, format_table
@@ -89,17 +89,9 @@ def run_index(args: argparse.Namespace) -> int:
     if not docs:
         raise LirError(f"{args.corpus} holds no documents")
     with open_engine(args.engine, args.variant, args.device) as engine:
-        start = time.perf_counter()
-        encoded = engine.encode_docs([text for _, text in docs], batch_size=args.batch_size, progress=True)
-        seconds = time.perf_counter() - start
-        index = build_index(engine, encoded, [did for did, _ in docs], args.factory)
         directory = str(engine.directory.resolve()) if engine.directory else None
-        index.info["engine"] = {"url": args.engine, "directory": directory, "variant": args.variant}
-    index.save(args.output, overwrite=args.overwrite)
-    print(
-        f"indexed {len(docs)} documents in {seconds:.1f} s ({len(docs) / seconds:.1f} docs/s, "
-        f"{args.variant}) → {args.output}"
-    )
+        built_by = {"url": args.engine, "directory": directory, "variant": args.variant}
+        print(write_index(engine, docs, args.output, built_by, args.factory, args.overwrite, args.batch_size))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from lir.clients.dense_index import DenseIndex
 from lir.clients.engine import Engine
@@ -32,6 +34,30 @@ def build_index(engine: Engine, docs: Encoded, doc_ids: list[str], spec: str | N
     if family == "sparse":
         return SparseIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True)
     return DenseIndex.build(docs, doc_ids, spec, engine.fingerprint)
+
+
+def write_index(
+    engine: Engine,
+    docs: Sequence[tuple[str, str]],
+    output: str | Path,
+    built_by: dict[str, str | None],
+    spec: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = 32,
+) -> str:
+    """Encode `docs` (doc_id, text) with progress, build the index of the engine's family (`spec` as in
+    `build_index`), record `built_by` (url, directory, variant) as its `engine` and save it to `output`;
+    returns the summary line (documents, seconds, docs/s)."""
+    start = time.perf_counter()
+    encoded = engine.encode_docs([text for _, text in docs], batch_size=batch_size, progress=True)
+    seconds = time.perf_counter() - start
+    index = build_index(engine, encoded, [doc_id for doc_id, _ in docs], spec)
+    index.info["engine"] = built_by
+    index.save(output, overwrite=overwrite)
+    return (
+        f"indexed {len(docs)} documents in {seconds:.1f} s ({len(docs) / seconds:.1f} docs/s, "
+        f"{built_by['variant']}) → {output}"
+    )
 
 
 class Retriever:

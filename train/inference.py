@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, Trainer
 
 from lir.clients.indexes import open_index
 from lir.clients.reranker import Reranker
-from lir.clients.retriever import Retriever, build_index
+from lir.clients.retriever import Retriever, write_index
 from lir.errors import LirError
 from lir.metrics import evaluate, format_table
 from lir.train.data import DocDataset, QueryDataset, RunDataset
@@ -61,16 +61,8 @@ class IndexCallback(InferenceCallback):
         docs = [(sample.doc_id, sample.doc) for sample in datasets[0]]
         if not docs:
             raise LirError(f"{datasets[0].docs} holds no documents")
-        start = time.perf_counter()
-        encoded = engine.encode_docs([text for _, text in docs], batch_size=self.batch_size, progress=True)
-        seconds = time.perf_counter() - start
-        index = build_index(engine, encoded, [doc_id for doc_id, _ in docs], self.index_config)
-        index.info["engine"] = {"url": engine.spec, "directory": None, "variant": "torch"}
-        index.save(self.index_dir, overwrite=self.overwrite)
-        print(
-            f"indexed {len(docs)} documents in {seconds:.1f} s ({len(docs) / seconds:.1f} docs/s, torch) "
-            f"→ {self.index_dir}"
-        )
+        built_by = {"url": engine.spec, "directory": None, "variant": "torch"}
+        print(write_index(engine, docs, self.index_dir, built_by, self.index_config, self.overwrite, self.batch_size))
 
 
 class SearchCallback(InferenceCallback):
