@@ -12,8 +12,16 @@ import sys
 from lir import __version__
 from lir.errors import LirError
 
-TORCH_COMMANDS = {"index": "index", "search": "search", "re-rank": "re_rank", "re_rank": "re_rank", "rerank": "re_rank"}
-"""The commands that take `--config` (the PyTorch path), by the LightningCLI subcommand that runs them."""
+TORCH_COMMANDS = {
+    "fit": "fit",
+    "re_rank": "re_rank",
+    "index": "index",
+    "search": "search",
+    "re-rank": "re_rank",
+    "rerank": "re_rank",
+}
+"""The commands LightningCLI runs, by its subcommand: `fit` and `re_rank` always, the others with `--config`."""
+ALWAYS_TORCH = ("fit", "re_rank")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,19 +53,20 @@ def _lightning(subcommand: str, argv: list[str]) -> int:
     return fit_main(argv, subcommand)
 
 
-def _torch_path(argv: list[str]) -> bool:
-    """Whether `argv` asks for the PyTorch path of index, search or re-rank."""
+def _lightning_subcommand(argv: list[str]) -> str | None:
+    """The LightningCLI subcommand `argv` asks for, or None for the clients' commands."""
+    if not argv or argv[0] not in TORCH_COMMANDS:
+        return None
     config = any(arg == "--config" or arg.startswith("--config=") for arg in argv[1:])
-    return argv[:1] == ["re_rank"] or (argv[:1] != [] and argv[0] in TORCH_COMMANDS and config)
+    return TORCH_COMMANDS[argv[0]] if config or argv[0] in ALWAYS_TORCH else None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lir` command: exit 0 on success, 1 on a user error, 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["fit"]:
-        command, run = "fit", lambda: _lightning("fit", argv[1:])
-    elif _torch_path(argv):
-        command, run = argv[0], lambda: _lightning(TORCH_COMMANDS[argv[0]], argv[1:])
+    subcommand = _lightning_subcommand(argv)
+    if subcommand is not None:
+        command, run = argv[0], lambda: _lightning(subcommand, argv[1:])
     else:
         args = build_parser().parse_args(argv)
         command, run = args.command, lambda: args.handler(args)
