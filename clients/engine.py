@@ -140,6 +140,17 @@ class Engine(ABC):
         """What identifies the model an index must be searched with (see `Manifest.fingerprint`)."""
         return self.manifest.fingerprint
 
+    variant: str | None = None
+    """The numeric variant of the graphs this engine runs (fp32, int8, fp16), where it knows it."""
+
+    @property
+    def doc_graph_sha256(self) -> str | None:
+        """The checksum of the graph file that encodes documents in this engine's variant, where it knows it."""
+        if self.manifest is None or self.manifest.is_cross_encoder or self.variant is None:
+            return None
+        variant = self.manifest.encoder("doc")[1].variants.get(self.variant)
+        return variant.sha256 if variant is not None else None
+
     def close(self) -> None:  # noqa: B027 - engines without resources need not override it
         """Release resources (sessions, connections)."""
 

@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lir.errors import LirError
-from lir.files import atomic_directory, atomic_write_text, read_json, sha256_file
+from lir.files import (
+    FolderSwap,
+    atomic_write_text,
+    confined,
+    json_checksum,
+    owned_by,
+    read_json,
+    sha256_file,
+    split_target,
+)
+from lir.trec import check_id
 
 if TYPE_CHECKING:
     from lir.clients.dense_index import DenseIndex
@@ -32,6 +42,9 @@ if TYPE_CHECKING:
     from lir.clients.sparse_index import SparseIndex
 
 INFO_FILE, IDS_FILE = "index.json", "doc_ids.json"
+FORMATS = ("lir-dense-index", "lir-multi-vector-index", "lir-sparse-index")
+is_index = owned_by(INFO_FILE, FORMATS)
+"""Whether a folder is a lir index (only those are replaced by --overwrite)."""
 
 
 def check_doc_ids(doc_ids: Sequence[str], count: int, what: str) -> list[str]:
@@ -39,21 +52,43 @@ def check_doc_ids(doc_ids: Sequence[str], count: int, what: str) -> list[str]:
     if len(doc_ids) != count:
         raise LirError(f"{len(doc_ids)} doc ids for {count} {what}")
     ids = list(doc_ids)
-    if len(set(ids)) != len(ids):
-        raise LirError("the corpus repeats doc ids")
+    seen: set[str] = set()
+    for position, doc_id in enumerate(ids):
+        if not isinstance(doc_id, str):
+            raise LirError(f"document #{position}: doc id {doc_id!r} is not a string")
+        check_id(doc_id, "doc id", f"document #{position}")
+        if doc_id in seen:
+            raise LirError(f"the corpus repeats doc id {doc_id!r} (#{position})")
+        seen.add(doc_id)
     return ids
+
+
+def check_index_output(output: str | Path, overwrite: bool, sources: Sequence[str] = ()) -> None:
+    """Refuse, before any encoding, an output that is not a new folder or a lir index (with `overwrite`), that
+    cannot be written, or that holds one of the `sources` read to build it (the corpus)."""
+    parent, name = split_target(output, "an index")
+    target = FolderSwap(parent, overwrite).check(name, is_index, "an index")
+    for source in sources:
+        path = Path(source)
+        if path.exists() and path.resolve().is_relative_to(target.resolve()):
+            raise LirError(f"{source} lies inside the output {output}: it would be replaced by the index")
 
 
 def save_index_folder(
     directory: str | Path, info: dict[str, Any], writers: dict[str, Callable[[Path], None]], overwrite: bool = False
 ) -> Path:
     """Write an index folder atomically: each `writers[name](path)` writes one file, then index.json
-    records `info` and the checksum of every file."""
-    with atomic_directory(directory, overwrite=overwrite) as staging:
-        for name, write in writers.items():
-            write(staging / name)
-        checksums = {name: sha256_file(staging / name) for name in writers}
-        atomic_write_text(staging / INFO_FILE, json.dumps(info | {"sha256": checksums}, indent=2) + "\n")
+    records `info`, the checksum of every file and its own checksum. An existing folder is replaced (with
+    `overwrite`) only when it is a lir index, and stays as it was until the new one is complete."""
+    parent, name = split_target(directory, "an index")
+    with FolderSwap(parent, overwrite) as swap:
+        staging = swap.stage(name, is_index, "an index")
+        for file, write in writers.items():
+            write(staging / file)
+        record = info | {"sha256": {file: sha256_file(staging / file) for file in writers}}
+        atomic_write_text(
+            staging / INFO_FILE, json.dumps(record | {"checksum": json_checksum(record)}, indent=2) + "\n"
+        )
     return Path(directory)
 
 
@@ -87,19 +122,27 @@ def read_index_info(
         raise LirError(f"{folder} holds a {info.get('format')!r} index, expected {fmt!r}")
     checksums = info.pop("sha256", None) or {}
     names = names(info) if callable(names) else names
-    for name in names:
-        if not (folder / name).is_file():
+    paths = [confined(folder, name, "index file") for name in names]
+    for name, path in zip(names, paths, strict=True):
+        if not path.is_file():
             raise LirError(f"{folder / name} is missing")
-    for name in names if verify else ():
-        if sha256_file(folder / name) != checksums.get(name):
+    for name, path in zip(names, paths, strict=True) if verify else ():
+        if sha256_file(path) != checksums.get(name):
             raise LirError(f"{folder / name} does not match its checksum: the index is corrupted")
     return info
 
 
 def read_info(folder: Path) -> dict[str, Any]:
+    """index.json of an index folder, refused unless its own checksum holds (an edited or damaged file)."""
     if not (folder / INFO_FILE).is_file():
         raise LirError(f"{folder} is not a lir index: no {INFO_FILE}")
-    return read_json(folder / INFO_FILE)
+    info = read_json(folder / INFO_FILE)
+    checksum = info.pop("checksum", None)
+    if checksum is None:
+        raise LirError(f"{folder / INFO_FILE} has no checksum (written before lir 0.2?): rebuild the index")
+    if checksum != json_checksum(info):
+        raise LirError(f"{folder / INFO_FILE} does not match its checksum: edited or corrupted, rebuild the index")
+    return info
 
 
 def read_doc_ids(folder: Path, count: int) -> list[str]:
@@ -107,7 +150,7 @@ def read_doc_ids(folder: Path, count: int) -> list[str]:
         doc_ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LirError(f"{folder / IDS_FILE} cannot be read ({exc})") from None
-    if not isinstance(doc_ids, list) or len(doc_ids) != count:
+    if not isinstance(doc_ids, list) or len(doc_ids) != count or not all(isinstance(i, str) for i in doc_ids):
         raise LirError(f"{folder / IDS_FILE} does not hold the {count} doc ids of the index")
     return doc_ids
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from lir.clients.commands import engine_options
+from lir.clients.commands import engine_options, positive
 from lir.clients.engines import open_engine
 from lir.clients.reranker import Reranker, ranked
 from lir.collections import Candidates, read_candidates, read_docs, read_queries
 from lir.errors import LirError
+from lir.files import check_output_file
 from lir.trec import read_run, write_run
 
 
@@ -34,14 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     rerank.add_argument("--queries", help="with --run: BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
     rerank.add_argument("--split", help="with a BEIR folder of queries: keep those judged in this split")
     rerank.add_argument("--docs", help="with --run: BEIR folder, .jsonl, .tsv, or an ir_datasets id")
-    rerank.add_argument("--depth", type=int, default=100, help="candidates re-ranked per query (default: %(default)s)")
+    rerank.add_argument(
+        "--depth", type=positive, default=100, help="candidates re-ranked per query (default: %(default)s)"
+    )
     rerank.add_argument("--output", required=True, help="TREC run file to write")
     rerank.set_defaults(handler=run_rerank)
 
 
 def run_rerank(args: argparse.Namespace) -> int:
-    if args.depth < 1:
-        raise LirError(f"--depth must be at least 1, not {args.depth}")
+    check_output_file(args.output)
     if args.run:
         if not args.queries or not args.docs:
             raise LirError("--run needs --queries and --docs (the texts of its queries and documents)")
@@ -52,7 +54,7 @@ def run_rerank(args: argparse.Namespace) -> int:
         queries, candidates = read_candidates(args.candidates)
     if not candidates:
         raise LirError(f"{args.run or args.candidates} holds no candidates")
-    with open_engine(args.engine, args.variant, args.device) as engine:
+    with open_engine(args.engine, args.variant or "fp32", args.device) as engine:
         reranker = Reranker(engine, batch_size=args.batch_size, progress=True)
         start = time.perf_counter()
         run = reranker.rerank_run(queries, candidates, args.depth)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lir.clients.dense_index import DenseIndex
 from lir.clients.engine import Engine
+from lir.clients.indexes import check_doc_ids, check_index_output
 from lir.clients.multi_vector_index import MultiVectorIndex
 from lir.clients.sparse_index import SparseIndex
 from lir.errors import LirError
@@ -46,31 +47,48 @@ def write_index(
     batch_size: int = 32,
 ) -> str:
     """Encode `docs` (doc_id, text) with progress, build the index of the engine's family (`spec` as in
-    `build_index`), record `built_by` (url, directory, variant) as its `engine` and save it to `output`;
-    returns the summary line (documents, seconds, docs/s)."""
+    `build_index`), record `built_by` (url, directory, variant) and the doc graph's checksum as its `engine`
+    and save it to `output`; returns the summary line (documents, seconds, docs/s).
+
+    The output and the doc ids are checked before encoding. Empty documents (nothing but white space) are
+    not indexed: they would all get one identical vector, which outranks real documents for some queries;
+    the summary and index.json (`empty_docs_skipped`) count them."""
+    check_index_output(output, overwrite)
+    check_doc_ids([doc_id for doc_id, _ in docs], len(docs), "documents")
+    kept = [(doc_id, text) for doc_id, text in docs if text.strip()]
+    skipped = [doc_id for doc_id, text in docs if not text.strip()]
+    if not kept:
+        raise LirError(f"all {len(docs)} documents are empty: nothing to index")
     start = time.perf_counter()
-    encoded = engine.encode_docs([text for _, text in docs], batch_size=batch_size, progress=True)
+    encoded = engine.encode_docs([text for _, text in kept], batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - start
-    index = build_index(engine, encoded, [doc_id for doc_id, _ in docs], spec)
-    index.info["engine"] = built_by
+    index = build_index(engine, encoded, [doc_id for doc_id, _ in kept], spec)
+    index.info["engine"] = built_by | {"doc_graph_sha256": engine.doc_graph_sha256}
+    index.info["empty_docs_skipped"] = len(skipped)
     index.save(output, overwrite=overwrite)
+    note = f", skipped {len(skipped)} empty (e.g. {skipped[0]!r})" if skipped else ""
     return (
-        f"indexed {len(docs)} documents in {seconds:.1f} s ({len(docs) / seconds:.1f} docs/s, "
-        f"{built_by['variant']}) → {output}"
+        f"indexed {len(kept)} documents in {seconds:.1f} s ({len(kept) / seconds:.1f} docs/s, "
+        f"{built_by['variant']}{note}) → {output}"
     )
+
+
+def check_model(built_with: object, fingerprint: dict[str, str]) -> None:
+    """Refuse to search an index with another model than the one that built it, or one that records none."""
+    if not isinstance(built_with, dict) or not all(isinstance(built_with.get(key), str) for key in fingerprint):
+        raise LirError("the index records no model that built it: it cannot be searched safely (rebuild it)")
+    if built_with != fingerprint:
+        raise LirError(
+            f"the index was built with model {built_with['model']!r} ({built_with['doc_encoder_sha256'][:12]}), "
+            f"the engine runs {fingerprint['model']!r} ({fingerprint['doc_encoder_sha256'][:12]})"
+        )
 
 
 class Retriever:
     """Retrieval with an engine whose model built the index."""
 
     def __init__(self, engine: Engine, index: Index) -> None:
-        built_with = index.info.get("model") or {}
-        if built_with and built_with != engine.fingerprint:
-            raise LirError(
-                f"the index was built with model {built_with.get('model')!r} "
-                f"({built_with.get('doc_encoder_sha256', '?')[:12]}), the engine runs "
-                f"{engine.fingerprint['model']!r} ({engine.fingerprint['doc_encoder_sha256'][:12]})"
-            )
+        check_model(index.info.get("model"), engine.fingerprint)
         if not isinstance(index, INDEX_OF_FAMILY[engine.family]):
             raise LirError(f"a {type(index).__name__} cannot be searched with a {engine.family} model")
         self.engine = engine

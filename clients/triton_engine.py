@@ -76,6 +76,7 @@ class TritonEngine(Engine):
         if self._family not in OUTPUTS:
             raise LirError(f"model {model!r} on {url} is of unknown family {self._family!r}")
         self._aggregation = parameters.get("aggregation") or None
+        self.variant = "fp32" if mode == "ids" else parameters.get("variant")  # graph models serve the fp32 file
         self._listwise = parameters.get("listwise") == "true"
         cross_encoder = self._family == "cross-encoder"
         self._dim = None if cross_encoder else int(parameters.get("embedding_dim") or config["output"][0]["dims"][-1])

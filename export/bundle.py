@@ -8,8 +8,6 @@ provenance, the consumer's self-check of the staged directory and the Triton mod
 from __future__ import annotations
 
 import datetime as dt
-import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,15 @@ from lir.export.multi_vector import MultiVectorExport
 from lir.export.parity import Parity, ProbeSet, Reference, find_probe_data, load_probes
 from lir.export.single_vector import SingleVectorExport
 from lir.export.sparse import SparseExport
-from lir.export.triton_repository import write_graph_models, write_text_endpoint
-from lir.files import atomic_directory, sha256_file
+from lir.export.triton_repository import (
+    default_name,
+    is_export,
+    is_graph_model_of,
+    prepare_export,
+    write_graph_model,
+    write_text_endpoint,
+)
+from lir.files import sha256_file
 from lir.manifest import Graph, Manifest, TokenizerSpec, Variant, load_manifest, verified_file
 from lir.tokenization import PairEncoder, TextEncoder
 from lir.train.checkpoints import LoadedBiEncoder, load_model
@@ -41,12 +46,6 @@ from lir.train.module import BiEncoderModule
 
 Log = Callable[[str], None]
 Loaded = LoadedBiEncoder | LoadedCrossEncoder
-
-
-def default_name(spec: str) -> str:
-    """A model name from a checkpoint spec: its last path part, lower-case, safe characters only."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", Path(spec.rstrip("/")).name.lower()).strip("-")
-    return name or "model"
 
 
 def family_export(module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> BiEncoderExport:
@@ -146,13 +145,10 @@ def export_model(
     `t5_scoring` (`mono` or `rank`) says how a T5 checkpoint scores (default: from its name).
     """
     source = spec if isinstance(spec, str) else spec.source
-    target = Path(output) / (name or default_name(source))
-    if target.exists() and not overwrite:
-        raise LirError(f"{target} already exists (pass --overwrite to replace it)")
-    if "." in target.name:
-        raise LirError(f"model name {target.name!r} may not contain '.' (Triton graph models are named <name>.<graph>)")
+    name = name or default_name(source)
     if top_k < 1:
         raise LirError(f"top_k must be positive, not {top_k}")
+    swap, existing = prepare_export(output, name, overwrite)
     if isinstance(spec, str):
         log(f"loading {spec}")
         loaded = load_model(spec, t5_scoring=t5_scoring)
@@ -161,7 +157,8 @@ def export_model(
     loaded.model.eval()
     family = model_export(loaded, top_k)
     probes = load_probes(find_probe_data(parity_data))
-    with atomic_directory(target, overwrite=overwrite) as staging:
+    with swap:
+        staging = swap.stage(name, is_export, "an export")
         log(f"computing PyTorch's {family.family} outputs on {probes.source}")
         reference = family.reference(probes)
         extra = family.provenance(reference.expected)
@@ -170,17 +167,17 @@ def export_model(
         kinds = ["fp32"] + [kind for kind, wanted in (("int8", int8), ("fp16", fp16)) if wanted]
         graphs, fusion = _graphs(reference, staging, kinds, optimize, tolerance, log)
         (staging / "tokenizer.json").write_text(loaded.tokenizer.to_str(), encoding="utf-8")
-        manifest = _manifest(target.name, source, family, graphs, probes, extra | fusion)
+        manifest = _manifest(name, source, family, graphs, probes, extra | fusion)
         manifest.save(staging)
         write_text_endpoint(staging, manifest)
         _self_check(staging)
-    try:
-        for model in write_graph_models(target, manifest, overwrite=overwrite):
-            log(f"wrote Triton model {model}")
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
-    log(f"exported {target}")
+        models = [f"{name}.{graph}" for graph in manifest.graphs]
+        for model, graph in zip(models, manifest.graphs.values(), strict=True):
+            write_graph_model(swap.stage(model, is_graph_model_of(name), "a Triton model"), name, manifest, graph)
+        for model in set(existing) - set(models):
+            swap.drop(model, is_graph_model_of(name), "a Triton model")
+    target = Path(output) / name
+    log(f"exported {target} and Triton models {', '.join(models)}")
     return target
 
 

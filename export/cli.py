@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from pathlib import Path
 
-from lir.errors import LirError
+from lir.errors import run_command
 from lir.export.limits import DEFAULT_TOP_K, FP32_TOLERANCE, ParityError
+from lir.export.triton_repository import default_name, prepare_export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parity-data", help="SciFact folder for parity texts (default: ../shared/data/scifact)")
     parser.add_argument(
         "--tolerance",
-        type=float,
+        type=_tolerance,
         default=FP32_TOLERANCE,
         help="max abs difference allowed at fp32 (default: %(default)s)",
     )
@@ -48,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -57,35 +68,29 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.name and (Path(args.output) / args.name).exists() and not args.overwrite:
-            raise LirError(f"{Path(args.output) / args.name} already exists (pass --overwrite to replace it)")
-        from lir.export.bundle import export_model  # torch loads here, after argument checks
+    return run_command(
+        "lir-export", lambda: _export(args), {ParityError: (3, "parity check failed")}, "interrupted, nothing written"
+    )
 
-        export_model(
-            args.model,
-            args.output,
-            args.name,
-            int8=args.int8,
-            fp16=args.fp16,
-            optimize=not args.no_optimize,
-            parity_data=args.parity_data,
-            tolerance=args.tolerance,
-            overwrite=args.overwrite,
-            top_k=args.top_k,
-            t5_scoring=args.t5_scoring,
-            log=lambda message: print(message, file=sys.stderr),
-        )
-    except ParityError as exc:
-        print(f"lir-export: parity check failed: {exc}", file=sys.stderr)
-        return 3
-    except LirError as exc:
-        print(f"lir-export: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("lir-export: interrupted, nothing written", file=sys.stderr)
-        return 130
-    return 0
+
+def _export(args: argparse.Namespace) -> None:
+    prepare_export(args.output, args.name or default_name(args.model), args.overwrite)
+    from lir.export.bundle import export_model  # torch loads here, after argument checks
+
+    export_model(
+        args.model,
+        args.output,
+        args.name,
+        int8=args.int8,
+        fp16=args.fp16,
+        optimize=not args.no_optimize,
+        parity_data=args.parity_data,
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+        top_k=args.top_k,
+        t5_scoring=args.t5_scoring,
+        log=lambda message: print(message, file=sys.stderr),
+    )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ share a group); the python-backend graph model keeps them apart itself.
 from __future__ import annotations
 
 import os
-import shutil
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-from lir.files import atomic_directory
-from lir.manifest import Graph, Manifest
+from lir.errors import LirError
+from lir.files import FolderSwap, owned_by, plain_name
+from lir.manifest import FORMAT, MANIFEST_FILE, Graph, Manifest
 
 MAX_BATCH = 64
 CROSS_MAX_BATCH = 256
@@ -148,22 +150,56 @@ def write_text_endpoint(directory: Path, manifest: Manifest) -> None:
     (directory / "1" / "model.py").write_text(PAIR_SHIM if manifest.is_cross_encoder else TEXT_SHIM)
 
 
-def write_graph_models(bundle: Path, manifest: Manifest, overwrite: bool = False) -> list[Path]:
-    """One Triton model per graph beside the bundle; all or nothing."""
-    written: list[Path] = []
-    try:
-        for name, graph in manifest.graphs.items():
-            target = bundle.parent / f"{bundle.name}.{name}"
-            with atomic_directory(target, overwrite=overwrite) as staging:
-                (staging / "1").mkdir()
-                (staging / "configs").mkdir()
-                (staging / "config.pbtxt").write_text(graph_config(manifest, graph, "python"))
-                (staging / "configs" / "onnxruntime.pbtxt").write_text(graph_config(manifest, graph, "onnxruntime"))
-                (staging / "1" / "model.py").write_text(GRAPH_SHIM)
-                os.symlink(Path("..", "..", bundle.name, graph.variants["fp32"].file), staging / "1" / "model.onnx")
-            written.append(target)
-    except BaseException:
-        for target in written:
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    return written
+def default_name(spec: str) -> str:
+    """A model name from a checkpoint spec: its last path part, lower-case, safe characters only."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", Path(spec.rstrip("/")).name.lower()).strip("-")
+    return name or "model"
+
+
+def check_model_name(name: str) -> str:
+    """`name` if Triton can serve it as a model of the repository: a plain name without '.'."""
+    plain_name(name, "model name")
+    if "." in name:
+        raise LirError(f"model name {name!r} may not contain '.' (Triton graph models are named <name>.<graph>)")
+    return name
+
+
+is_export = owned_by(MANIFEST_FILE, (FORMAT,))
+"""Whether a folder is an export of lir (only those are replaced by --overwrite)."""
+
+
+def is_graph_model_of(name: str) -> Callable[[Path], bool]:
+    """A test of whether a folder is a Triton graph model that lir-export wrote for the export `name`."""
+
+    def owned(folder: Path) -> bool:
+        link = folder / "1" / "model.onnx"
+        try:
+            shim = (folder / "1" / "model.py").read_text(encoding="utf-8")
+            return shim == GRAPH_SHIM and link.is_symlink() and Path(os.readlink(link)).parts[:3] == ("..", "..", name)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    return owned
+
+
+def prepare_export(output: str | Path, name: str, overwrite: bool) -> tuple[FolderSwap, list[str]]:
+    """Check, before any export work, that the export `name` may be written into the repository `output`: a
+    plain name, a writable repository, no foreign folder in its place (an existing export only with
+    `overwrite`), and every existing `name.*` folder a graph model of that export. Returns the swap that will
+    publish it and those existing graph models."""
+    swap = FolderSwap(output, overwrite)
+    swap.check(check_model_name(name), is_export, "an export")
+    found = sorted(path.name for path in swap.parent.glob(f"{name}.*") if not path.name.startswith("."))
+    for model in found:
+        swap.check(model, is_graph_model_of(name), f"a Triton graph model of {name}")
+    return swap, found
+
+
+def write_graph_model(staging: Path, bundle: str, manifest: Manifest, graph: Graph) -> None:
+    """The Triton model of one graph (configs, shim, and a link to the export's fp32 file) in `staging`."""
+    (staging / "1").mkdir()
+    (staging / "configs").mkdir()
+    (staging / "config.pbtxt").write_text(graph_config(manifest, graph, "python"))
+    (staging / "configs" / "onnxruntime.pbtxt").write_text(graph_config(manifest, graph, "onnxruntime"))
+    (staging / "1" / "model.py").write_text(GRAPH_SHIM)
+    os.symlink(Path("..", "..", bundle, graph.variants["fp32"].file), staging / "1" / "model.onnx")

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from lir import __version__
-from lir.errors import LirError
+from lir.errors import run_command
 
 TORCH_COMMANDS = {
     "fit": "fit",
@@ -62,7 +62,7 @@ def _lightning_subcommand(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `lir` command: exit 0 on success, 1 on a user error, 130 on Ctrl-C."""
+    """Entry point of the `lir` command: exit 0 on success, 1 on any error (one line on stderr), 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     subcommand = _lightning_subcommand(argv)
     if subcommand is not None:
@@ -70,14 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
         command, run = args.command, lambda: args.handler(args)
-    try:
-        return int(run() or 0)
-    except LirError as exc:
-        print(f"lir {command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"lir {command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"lir {command}", run)
 
 
 if __name__ == "__main__":

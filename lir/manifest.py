@@ -9,12 +9,13 @@ their variants (fp32, int8, fp16) with checksums and measured deviations, and pr
 from __future__ import annotations
 
 import json
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from lir.errors import LirError
-from lir.files import atomic_write_text, read_json, sha256_file
+from lir.files import atomic_write_text, confined, plain_name, read_json, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lir-model"
@@ -206,9 +207,9 @@ class Manifest:
         try:
             graphs = {
                 name: Graph(
-                    inputs=[TensorSpec(**t) for t in g["inputs"]],
-                    outputs=[TensorSpec(**t) for t in g["outputs"]],
-                    variants={k: Variant(**v) for k, v in g["variants"].items()},
+                    inputs=[typed(TensorSpec, t) for t in g["inputs"]],
+                    outputs=[typed(TensorSpec, t) for t in g["outputs"]],
+                    variants={k: typed(Variant, v) for k, v in g["variants"].items()},
                 )
                 for name, g in data["graphs"].items()
             }
@@ -218,22 +219,22 @@ class Manifest:
                 similarity=data["similarity"],
                 embedding_dim=int(data["embedding_dim"]) if data["embedding_dim"] is not None else None,
                 normalized=bool(data["normalized"]),
-                tokenizer=TokenizerSpec(**data["tokenizer"]),
-                query=TextRules(**data["query"]),
-                doc=TextRules(**data["doc"]),
+                tokenizer=typed(TokenizerSpec, data["tokenizer"]),
+                query=typed(TextRules, data["query"]),
+                doc=typed(TextRules, data["doc"]),
                 encoders=dict(data["encoders"]),
                 graphs=graphs,
                 aggregation=data.get("aggregation"),
                 top_k=int(data["top_k"]) if data.get("top_k") is not None else None,
                 scorer=data.get("scorer"),
-                pair=PairRules(**data["pair"]) if data.get("pair") is not None else None,
+                pair=typed(PairRules, data["pair"]) if data.get("pair") is not None else None,
                 provenance=dict(data.get("provenance", {})),
                 format=data.get("format", ""),
                 format_version=int(data.get("format_version", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            manifest.validate()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise LirError(f"invalid manifest: missing or malformed field ({exc})") from None
-        manifest.validate()
         return manifest
 
     def validate(self) -> None:
@@ -243,6 +244,11 @@ class Manifest:
                 f"invalid manifest: format {self.format!r} v{self.format_version}, "
                 f"expected {FORMAT!r} v{FORMAT_VERSION}"
             )
+        plain_name(self.name, "invalid manifest: the model name")
+        plain_name(self.tokenizer.file, "invalid manifest: the tokenizer file")
+        for graph in self.graphs.values():
+            for variant in graph.variants.values():
+                plain_name(variant.file, "invalid manifest: the graph file")
         if self.family not in FAMILIES:
             raise LirError(f"invalid manifest: unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
         for role in ROLES:
@@ -309,6 +315,34 @@ class Manifest:
             )
 
 
+def typed(cls: type, data: object) -> Any:
+    """An instance of the dataclass `cls` from a JSON object, each field checked against its annotation."""
+    if not isinstance(data, dict):
+        raise LirError(f"invalid manifest: a {cls.__name__} must be a JSON object, not {type(data).__name__}")
+    hints = get_type_hints(cls)
+    for name, value in data.items():
+        if name in hints and not _matches(value, hints[name]):
+            raise LirError(f"invalid manifest: {cls.__name__}.{name} is {value!r}, expected {hints[name]}")
+    return cls(**data)
+
+
+def _matches(value: object, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, option) for option in get_args(hint))
+    if origin is list:
+        return isinstance(value, list) and all(_matches(item, get_args(hint)[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        return isinstance(value, int | float if hint is float else int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
 def load_manifest(directory: str | Path) -> Manifest:
     """Read and validate the manifest of an exported model directory."""
     path = Path(directory) / MANIFEST_FILE
@@ -320,8 +354,9 @@ def load_manifest(directory: str | Path) -> Manifest:
 
 
 def verified_file(directory: str | Path, variant: Variant) -> Path:
-    """The path of a variant's graph file after checking that its SHA-256 matches the manifest."""
-    path = Path(directory) / variant.file
+    """The path of a variant's graph file, inside `directory`, after checking that its SHA-256 matches the
+    manifest."""
+    path = confined(directory, variant.file, "graph file")
     if not path.is_file():
         raise LirError(f"graph file {path} is missing")
     if sha256_file(path) != variant.sha256:

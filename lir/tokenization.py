@@ -16,6 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lir.errors import LirError
+from lir.files import confined
 from lir.manifest import DOC, QUERY, Manifest, PairRules, TextRules
 
 
@@ -96,7 +97,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[np
 
 
 def _load_tokenizer(directory: str | Path, manifest: Manifest) -> Tokenizer:
-    path = Path(directory) / manifest.tokenizer.file
+    path = confined(directory, manifest.tokenizer.file, "tokenizer file")
     if not path.is_file():
         raise LirError(f"tokenizer file {path} is missing")
     try:

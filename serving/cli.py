@@ -1,4 +1,8 @@
-"""`lir-serve`: start Triton on a model repository and keep it running until SIGINT/SIGTERM."""
+"""`lir-serve`: start Triton on a model repository and keep it running until SIGINT/SIGTERM.
+
+Triton ends with lir-serve, however lir-serve ends (a watchdog ends it after a kill -9), and lir-serve
+ends with Triton: when tritonserver dies, lir-serve removes what it left and exits 1 with one line.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lir.errors import LirError
+from lir.errors import LirError, run_command
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version of the local binary
 COMPOSE_FILE = Path(__file__).resolve().parent / "docker-compose.yml"
@@ -22,15 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lir-serve",
         description="Serve a model repository written by lir-export with Triton: the local tritonserver "
         "binary (CPU, python backend) by default, or the official GPU image with --docker.",
-        epilog="exit codes: 0 stopped cleanly, 1 could not start (port taken, binary missing, model failed to load)",
+        epilog="exit codes: 0 stopped cleanly, 1 could not start (port taken, binary missing, model failed to load) "
+        "or tritonserver stopped unexpectedly",
     )
     parser.add_argument("--repository", default="model_repository", help="model repository (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--http-port", type=int, default=8000, help="default: %(default)s")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="default: %(default)s")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (default: %(default)s)")
+    parser.add_argument("--http-port", type=_port, default=8000, help="default: %(default)s")
+    parser.add_argument("--grpc-port", type=_port, default=8001, help="default: %(default)s")
+    parser.add_argument("--metrics-port", type=_port, default=8002, help="Prometheus metrics (default: %(default)s)")
     parser.add_argument("--log", help="write Triton's log to this file")
-    parser.add_argument("--timeout", type=float, default=180, help="readiness wait, s (default: %(default)s)")
+    parser.add_argument("--timeout", type=_seconds, default=180, help="readiness wait, s (default: %(default)s)")
     parser.add_argument(
         "--docker",
         action="store_true",
@@ -39,13 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _docker(args) if args.docker else _local(args)
-    except LirError as exc:
-        print(f"lir-serve: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command("lir-serve", lambda: _docker(args) if args.docker else _local(args))
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -63,8 +80,9 @@ def _local(args: argparse.Namespace) -> int:
             flush=True,
         )
         while not stop.wait(0.5):
-            if server._process is None or server._process.poll() is not None:
-                raise LirError(f"tritonserver stopped unexpectedly (log: {server.log_file})")
+            failure = server.failure()
+            if failure:
+                raise LirError(failure)
     finally:
         server.stop()
     print("lir-serve: stopped", flush=True)

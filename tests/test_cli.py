@@ -58,7 +58,7 @@ def test_index_search_evaluate(tiny_export, scifact, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["index", "--engine", "nowhere", "--corpus", "x", "--output", "y"], "neither an existing file"),
+        (["index", "--engine", "nowhere", "--corpus", "x", "--output", "y"], "model directory nowhere does not exist"),
         (["search", "--index", "nowhere", "--queries", "x", "--output", "y"], "not a lir index"),
         (["evaluate", "--run", "missing.trec", "--qrels", "x"], "does not exist"),
     ],

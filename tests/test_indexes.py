@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Faiss's OpenMP threads spin after each call and starve numpy's BLAS threads on few cores (Faiss
@@ -18,6 +19,7 @@ from lir.clients.indexes import open_index  # noqa: E402
 from lir.clients.multi_vector_index import MultiVectorIndex  # noqa: E402
 from lir.clients.sparse_index import SparseIndex  # noqa: E402
 from lir.errors import LirError  # noqa: E402
+from lir.files import json_checksum  # noqa: E402
 from lir.vectors import MultiVectors, SparseVectors, maxsim, sparse_dot  # noqa: E402
 
 
@@ -148,7 +150,7 @@ def test_multi_vector_refuses_bad_input(colbert):
     docs, queries, ids = colbert
     with pytest.raises(LirError, match="1499 doc ids for 1500 documents"):
         MultiVectorIndex.build(docs, ids[:-1])
-    with pytest.raises(LirError, match="repeats doc ids"):
+    with pytest.raises(LirError, match="repeats doc id"):
         MultiVectorIndex.build(docs, ids[:-1] + ids[:1])
     with pytest.raises(LirError, match=r"must be a \[T, D\] array"):
         MultiVectorIndex.build(MultiVectors(docs.vectors[:, 0], docs.offsets), ids)
@@ -305,7 +307,7 @@ def test_sparse_round_trip_and_corruption(tmp_path, splade):
 
 def test_sparse_refuses_bad_input(splade):
     docs, queries, ids = splade
-    with pytest.raises(LirError, match="repeats doc ids"):
+    with pytest.raises(LirError, match="repeats doc id"):
         SparseIndex.build(docs, ids[:-1] + ids[:1])
     with pytest.raises(LirError, match="1999 doc ids for 2000 documents"):
         SparseIndex.build(docs, ids[:-1])
@@ -334,7 +336,8 @@ def test_open_index_dispatches(tmp_path, splade):
     assert isinstance(open_index(tmp_path / "dense"), DenseIndex)
     assert isinstance(open_index(tmp_path / "sparse"), SparseIndex)
     (tmp_path / "other").mkdir()
-    (tmp_path / "other/index.json").write_text('{"format": "lir-graph-index"}')
+    other = {"format": "lir-graph-index"}
+    (tmp_path / "other/index.json").write_text(json.dumps(other | {"checksum": json_checksum(other)}))
     with pytest.raises(LirError, match="unknown format 'lir-graph-index'"):
         open_index(tmp_path / "other")
     with pytest.raises(LirError, match="is not a lir index: no index.json"):

@@ -121,7 +121,7 @@ def test_index_and_search_match_the_export(models, data, name, tmp_path, capsys)
     assert sorted(p.name for p in torch_index.iterdir()) == sorted(p.name for p in onnx_index.iterdir())
     info, onnx_info = (json.loads((d / INFO_FILE).read_text()) for d in (torch_index, onnx_index))
     assert info.keys() == onnx_info.keys() and info["format"] == onnx_info["format"]
-    assert info["engine"] == {"url": str(checkpoint), "directory": None, "variant": "torch"}
+    assert info["engine"] == {"url": str(checkpoint), "directory": None, "variant": "torch", "doc_graph_sha256": None}
     assert open_index(torch_index).doc_ids == open_index(onnx_index).doc_ids
     for got, expected in zip(index_arrays(torch_index), index_arrays(onnx_index), strict=True):
         assert got.shape == expected.shape

@@ -175,7 +175,6 @@ def test_lir_rerank_reads_an_ir_datasets_corpus(tiny_export, scifact, run_files,
         ),
         (["--candidates", "queries.tsv"], "names no qid column"),
         (["--candidates", "candidates.tsv", "--docs", "corpus.jsonl"], "drop --queries and --docs"),
-        (["--candidates", "candidates.tsv", "--depth", "0"], "--depth must be at least 1"),
         (["--candidates", "missing.tsv"], "does not exist"),
     ],
 )
@@ -184,6 +183,12 @@ def test_rerank_errors_are_one_line(tiny_export, run_files, args, message, tmp_p
     done = lir("rerank", "--engine", str(tiny_export), *args, "--output", str(tmp_path / "out.trec"), cwd=run_files)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_rerank_depth_must_be_positive(tiny_export, run_files, tmp_path):
+    args = ("--candidates", "candidates.tsv", "--depth", "0", "--output", str(tmp_path / "out.trec"))
+    done = lir("rerank", "--engine", str(tiny_export), *args, cwd=run_files)
+    assert done.returncode == 2 and "--depth: must be a positive integer, not 0" in done.stderr
 
 
 def test_rerank_has_help():

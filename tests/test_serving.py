@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever
 from lir.clients.triton_engine import TritonEngine
 from lir.errors import LirError
-from lir.serving.server import SHM_GLOB, TritonServer, free_port
+from lir.serving.server import SHM_DIR, SHM_GLOB, SHM_PREFIX, TritonServer, free_port, port_is_free, users_of
 
 
 def _ports() -> dict[str, int]:
@@ -167,6 +169,120 @@ def test_lir_serve_starts_and_stops_cleanly_on_sigterm(tiny_export, tmp_path):
     assert _tritons_of(repository.resolve()) == []
 
 
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _workdir_of(repository: Path) -> Path:
+    """The work folder of the tritonserver that serves `repository` (its --backend-directory's parent)."""
+    (pid,) = _tritons_of(repository)
+    (backends,) = [a.split("=", 1)[1] for a in _cmdline(pid) if a.startswith("--backend-directory=")]
+    return Path(backends).parent
+
+
+def _regions_of(workdir: Path) -> set[str]:
+    """The shared memory regions of the python backend stubs that run from `workdir`."""
+    return {f"{SHM_DIR}/{a}" for pid in users_of(workdir) for a in _cmdline(pid) if a.startswith(SHM_PREFIX)}
+
+
+def _mentioning(workdir: Path) -> list[int]:
+    """Live processes whose command line names `workdir` (tritonserver, stubs, the watchdog)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and any(str(workdir) in a for a in _cmdline(int(proc.name))):
+            with contextlib.suppress(OSError):
+                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(proc.name))
+    return found
+
+
+def _left_behind(workdir: Path, regions: set[str], ports: dict[str, int], wait: float = 0.0) -> list[str]:
+    """What is left of a stopped server (processes, its work folder, shared memory, ports taken), after
+    waiting up to `wait` seconds for it to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = [f"process {pid}: {' '.join(_cmdline(pid))[:120]}" for pid in _mentioning(workdir)]
+        found += [str(workdir)] if workdir.exists() else []
+        found += sorted(region for region in regions if Path(region).exists())
+        found += [f"port {port}" for port in ports.values() if not port_is_free("127.0.0.1", port)]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _serve_on(repository: Path, ports: dict[str, int]) -> subprocess.Popen:
+    """lir-serve on `repository` and `ports`, once it said it is ready."""
+    flags = [x for name, port in ports.items() for x in (f"--{name.replace('_', '-')}", str(port))]
+    serve = _serve("--repository", str(repository), *flags)
+    line = serve.stdout.readline()
+    assert "ready" in line, serve.stderr.read() if serve.poll() is not None else line
+    return serve
+
+
+def _stop(serve: subprocess.Popen) -> int:
+    serve.send_signal(signal.SIGTERM)
+    return serve.wait(timeout=60)
+
+
+def _serve_copy(tiny_export: Path, tmp_path: Path) -> tuple[Path, dict, subprocess.Popen, Path, list]:
+    """lir-serve on a copy of the tiny export's repository: (repository, ports, process, work folder, regions)."""
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_export.parent, repository, symlinks=True)
+    ports = _ports()
+    serve = _serve_on(repository, ports)
+    workdir = _workdir_of(repository)
+    return repository, ports, serve, workdir, _regions_of(workdir)
+
+
+def test_stop_after_tritonserver_died_kills_its_stubs(tiny_export):
+    """kill -9 of tritonserver leaves its python backend stubs running: stop() kills its whole group."""
+    server = TritonServer(tiny_export.parent, **_ports()).start()
+    workdir = server._workdir
+    regions = _regions_of(workdir)
+    assert len(regions) == 2 and len(users_of(workdir)) == 3
+    os.kill(server._process.pid, signal.SIGKILL)
+    server._process.wait()
+    server.stop()
+    assert _left_behind(workdir, regions, {}) == []
+
+
+def test_lir_serve_killed_leaves_nothing_and_restarts(tiny_export, tmp_path):
+    """kill -9 of lir-serve: its watchdog ends tritonserver and the stubs, frees the ports, removes the work
+    folder and shared memory; lir-serve starts again on the same ports."""
+    repository, ports, first, workdir, regions = _serve_copy(tiny_export, tmp_path)
+    first.kill()
+    first.wait()
+    assert _left_behind(workdir, regions, ports, wait=20) == []
+    second = _serve_on(repository, ports)
+    assert _stop(second) == 0
+
+
+def test_a_start_removes_what_a_crashed_server_left(tiny_export, tmp_path):
+    """lir-serve and its watchdog killed together leave tritonserver on the ports: the next start ends it
+    (its owner is gone), removes its work folder and regions, and serves on the same ports."""
+    repository, ports, first, workdir, regions = _serve_copy(tiny_export, tmp_path)
+    (watchdog,) = [pid for pid in _mentioning(workdir) if "lir.serving.watchdog" in _cmdline(pid)]
+    os.kill(watchdog, signal.SIGKILL)
+    first.kill()
+    first.wait()
+    time.sleep(1)
+    assert len(users_of(workdir)) == 3, "tritonserver and its stubs outlive lir-serve without the watchdog"
+    second = _serve_on(repository, ports)
+    assert _left_behind(workdir, regions, {}) == []
+    assert _stop(second) == 0
+
+
+def test_lir_serve_exits_when_tritonserver_dies(tiny_export, tmp_path):
+    repository, ports, serve, workdir, regions = _serve_copy(tiny_export, tmp_path)
+    os.kill(_tritons_of(repository.resolve())[0], signal.SIGKILL)
+    assert serve.wait(timeout=60) == 1
+    assert _left_behind(workdir, regions, ports) == []
+    assert serve.stderr.read() == "lir-serve: error: tritonserver stopped unexpectedly (killed by signal 9)\n"
+
+
 def test_lir_serve_errors(server, tmp_path):
     taken = _serve("--repository", str(server.repository), "--http-port", server.http_url.rsplit(":", 1)[1])
     assert taken.wait(timeout=60) == 1
@@ -202,7 +318,9 @@ def test_compose_file_validates(tmp_path):
     env = os.environ | {"LIR_REPOSITORY": str(tmp_path), "LIR_GRPC_PORT": "9001"}
     done = subprocess.run(["docker-compose", "-f", str(compose), "config"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert f"{tmp_path}:/models:ro" in done.stdout and "published: 9001" in done.stdout
+    assert f"{tmp_path}:/models:ro" in done.stdout
+    ports = [line.strip() for line in done.stdout.splitlines() if line.strip().endswith("/tcp")]
+    assert ports == ["- 127.0.0.1:8000:8000/tcp", "- 127.0.0.1:9001:8001/tcp", "- 127.0.0.1:8002:8002/tcp"]
     assert "--model-config-name=onnxruntime" in done.stdout and "runtime: nvidia" in done.stdout
 
 

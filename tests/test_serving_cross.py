@@ -7,6 +7,7 @@ import json
 import queue
 import shutil
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +55,17 @@ def _text_inputs(query: str, docs: list[str]) -> list[grpcclient.InferInput]:
     return [_strings("QUERY", [query] * len(docs)), _strings("DOC", docs)]
 
 
-def _ids_inputs(directory: Path, query: str, docs: list[str]) -> list[grpcclient.InferInput]:
-    """The scorer graph's inputs for one query's candidates (one group)."""
+def _ids_inputs(
+    directory: Path, query: str, docs: list[str], change: Callable[[str, np.ndarray], np.ndarray] | None = None
+) -> list[grpcclient.InferInput]:
+    """The scorer graph's inputs for one query's candidates (one group), each `change(name, array)`d."""
     pairs = PairEncoder.from_manifest(directory, load_manifest(directory))
     feeds = pairs.batch(pairs.encode([query] * len(docs), docs))
     if pairs.pair.listwise:
         feeds["groups"] = np.zeros((len(docs), 1), np.int64)  # [batch] is configured as [1] reshaped to []
     inputs = []
     for name, array in feeds.items():
+        array = change(name, array) if change else array
         tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
@@ -126,5 +130,37 @@ def test_a_bad_request_fails_alone(server, docs):
     requests = [_text_inputs(QUERIES[0], docs[:3]), _text_inputs("  ", docs[:2]), _text_inputs(QUERIES[1], docs[:4])]
     results = _concurrently(client, "mono", requests)
     assert results[1][0] is None and "query #0 is empty" in str(results[1][1])
+    assert results[1][1].status() == "StatusCode.INVALID_ARGUMENT"
     assert results[0][1] is None and results[2][1] is None
     assert results[2][0].as_numpy("SCORES").reshape(-1).shape == (4,)
+
+
+@pytest.mark.parametrize("model", ["mono", "setenc"])
+def test_bad_pairs_are_invalid_arguments(server, repository, docs, model):
+    """Malformed pairs by text or by token ids are refused each alone with INVALID_ARGUMENT; the valid
+    requests sent with them are scored as if alone."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    valid = _ids_inputs(repository / model, QUERIES[2], docs[:3])
+    bad_ids = [
+        _ids_inputs(repository / model, QUERIES[2], docs[:3], lambda n, a: a + 10**6 if n == "input_ids" else a),
+        _ids_inputs(
+            repository / model,
+            QUERIES[2],
+            docs[:3],
+            lambda n, a: a if n == "groups" else np.pad(a, [(0, 0), (0, 4000)]),
+        ),
+    ]
+    bad_texts = [
+        [_strings("QUERY", [QUERIES[0]]), _strings("DOC", ["a", "b"])],
+        [_strings("QUERY", [QUERIES[0]]), _strings("DOC", ["x" * 70_000])],
+    ]
+    expected = OnnxEngine(repository / model).score_pairs([QUERIES[2]] * 3, docs[:3])
+    for name, bad in ((model, bad_texts), (f"{model}.scorer", bad_ids)):
+        good = _text_inputs(QUERIES[2], docs[:3]) if name == model else valid
+        results = _concurrently(client, name, [good, *bad, good])
+        for result, error in (results[0], results[-1]):
+            assert error is None, error
+            got = result.as_numpy("SCORES" if name == model else "scores").reshape(-1)
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+        for result, error in results[1:-1]:
+            assert result is None and error.status() == "StatusCode.INVALID_ARGUMENT", error

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from lir.collections import (
     CANDIDATE_COLUMNS,
     irds_dataset,
+    irds_iter,
     iter_docs,
     read_candidates,
     read_docs,
@@ -191,7 +192,7 @@ def _jsonl_tuples(path: Path) -> Iterator[_Tuple]:
 
 
 def _docpairs(spec: str) -> Iterator[_Tuple]:
-    for pair in irds_dataset(spec, "docpairs").docpairs_iter():
+    for pair in irds_iter(spec, "docpairs"):
         yield _Tuple(pair.query_id, None, (pair.doc_id_a, pair.doc_id_b), None)
 
 
@@ -335,7 +336,7 @@ def _read_ranking(
         scores = read_run(path)
     else:
         scores = {}
-        for scored in irds_dataset(run, "scoreddocs").scoreddocs_iter():
+        for scored in irds_iter(run, "scoreddocs"):
             scores.setdefault(scored.query_id, {})[scored.doc_id] = float(scored.score)
         queries = queries or run
     if queries is None or (docs is None and path.is_file()):
