@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 MODEL  := model_repository/minilm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test verify-late verify-rerank bench finetune lint clean
+.PHONY: install demo test verify-late verify-rerank verify-reference bench finetune lint clean
 
 install: $(STAMP)
 
@@ -86,6 +86,10 @@ verify-late: $(STAMP)
 # DL19 re-ranking with all-MiniLM-L6-v2 against a live PyTorch reference over all 43 queries (a few minutes)
 verify-rerank: $(STAMP)
 	LIR_FULL_DL19=1 $(BIN)/python -m pytest -q tests/test_rerank_effectiveness.py
+
+# Every Lightning IR 0.0.6 reference case also through its export (make test exports one per graph shape)
+verify-reference: $(STAMP)
+	LIR_FULL_REFERENCE=1 $(BIN)/python -m pytest -q tests/test_reference_bi_encoders.py tests/test_reference_cross_encoders.py
 
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact

@@ -15,7 +15,7 @@ from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever, write_index
 from lir.collections import iter_docs, read_qrels_spec, read_queries
 from lir.errors import LirError
-from lir.files import check_output_file
+from lir.files import check_not_an_input, check_output_file
 from lir.metrics import DEFAULT_MEASURES, evaluate, format_table
 from lir.trec import read_run, write_run
 
@@ -114,6 +114,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     check_output_file(args.output)
+    check_not_an_input(args.output, [args.queries])
     index = open_index(args.index)
     if args.search_params:
         index.set_search_parameters(args.search_params)

@@ -10,7 +10,7 @@ from lir.clients.engines import open_engine
 from lir.clients.reranker import Reranker, ranked
 from lir.collections import Candidates, read_candidates, read_docs, read_queries
 from lir.errors import LirError
-from lir.files import check_output_file
+from lir.files import check_not_an_input, check_output_file
 from lir.trec import read_run, write_run
 
 
@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_rerank(args: argparse.Namespace) -> int:
     check_output_file(args.output)
+    check_not_an_input(args.output, [args.run, args.candidates, args.queries, args.docs])
     if args.run:
         if not args.queries or not args.docs:
             raise LirError("--run needs --queries and --docs (the texts of its queries and documents)")

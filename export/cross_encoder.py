@@ -29,7 +29,7 @@ from torch import nn
 from lir.batching import score_pair_batches
 from lir.export.family import ModelExport
 from lir.export.graphs import GraphPlan
-from lir.export.limits import MIN_SCORE_CORRELATION
+from lir.export.limits import MIN_SCORE_CORRELATION, scaled_difference
 from lir.export.parity import BATCH_SIZES, Parity, ProbeSet, ndcg_at_10
 from lir.manifest import OUTPUTS, TensorSpec
 from lir.tokenization import PairEncoder
@@ -148,8 +148,7 @@ class PairReference(Parity):
                 run, encoder, [pairs.encoded[i] for i in order], pairs.groups[order], BATCH_SIZES[-1]
             )
             found.append(permuted)
-        scale = max(1.0, float(np.abs(self.expected).max()))
-        diff = max(float(np.abs(got - self.expected).max()) for got in found) / scale
+        diff = max(scaled_difference(got, self.expected) for got in found)
         return diff, min(pearson(got, self.expected) for got in found)
 
     def effectiveness(self, sessions: dict[str, ort.InferenceSession]) -> dict[str, float | str] | None:

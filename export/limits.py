@@ -1,8 +1,10 @@
 """How far an exported graph may drift from PyTorch before the export is refused (torch-free)."""
 
+import numpy as np
+
 from lir.errors import LirError
 
-FP32_TOLERANCE = 1e-4  # max abs difference of any embedding entry
+FP32_TOLERANCE = 1e-4  # max difference of any output entry, relative to the largest |entry| (at least 1)
 MIN_COSINE = {"int8": 0.95, "fp16": 0.999}  # lowest cosine of any embedding to PyTorch's
 # lowest cosine of any scored token vector (multi-vector): dynamic int8 (activations quantized per batch)
 # moves single tokens more than pooled embeddings. SciFact probes, batches of 1/7/32: MiniLM ColBERT int8
@@ -16,6 +18,14 @@ MIN_TERM_COSINE = {"int8": 0.8, "fp16": 0.999}
 # variant's min_cosine); measured below, see lir.export.cross_encoder
 MIN_SCORE_CORRELATION = {"int8": 0.9, "fp16": 0.999}
 DEFAULT_TOP_K = 1024  # terms per text a sparse encoder graph returns (never more than the vocabulary)
+
+
+def scaled_difference(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| relative to the largest |expected| (at least 1): the absolute difference for
+    outputs of the usual size, relative for large ones (sum pooling, sums of MaxSims, raw logits)."""
+    if not np.size(expected):
+        return 0.0
+    return float(np.abs(got - expected).max() / max(1.0, float(np.abs(expected).max())))
 
 
 class ParityError(LirError):

@@ -17,7 +17,7 @@ from torch import nn
 
 from lir.export.family import BiEncoderExport, cosines
 from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
-from lir.export.limits import MIN_TOKEN_COSINE, ParityError
+from lir.export.limits import MIN_TOKEN_COSINE, ParityError, scaled_difference
 from lir.manifest import OUTPUTS, TensorSpec
 from lir.train.multi_vector import MultiVectorModel
 from lir.vectors import Encoded, MultiVectors, maxsim
@@ -142,7 +142,7 @@ class MultiVectorExport(BiEncoderExport):
             raise ParityError(f"the scoring mask differs from PyTorch's at {differ} of {len(expected[0])} tokens")
         if not len(expected[1]):
             return 0.0, 1.0
-        return float(np.abs(got[1] - expected[1]).max()), float(cosines(got[1], expected[1]).min())
+        return scaled_difference(got[1], expected[1]), float(cosines(got[1], expected[1]).min())
 
     def pack(self, rows: list[Row]) -> Encoded:
         return MultiVectors.from_list([vectors for _, vectors in rows], self.model.embedding_dim)
@@ -176,6 +176,6 @@ class MultiVectorExport(BiEncoderExport):
             with torch.inference_mode():
                 want = self.model.pair_scores(*(torch.from_numpy(x) for x in feeds.values())).numpy()
             got = session.run(None, feeds)[0]
-            worst_diff = max(worst_diff, float(np.abs(got - want).max() / max(1.0, float(np.abs(want).max()))))
+            worst_diff = max(worst_diff, scaled_difference(got, want))
             worst_cos = min(worst_cos, float(cosines(got, want)))
         return worst_diff, worst_cos

@@ -13,6 +13,7 @@ from torch import nn
 
 from lir.export.family import BiEncoderExport, cosines
 from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
+from lir.export.limits import scaled_difference
 from lir.manifest import TensorSpec
 from lir.train.bi_encoder import BiEncoderModel
 from lir.vectors import Encoded
@@ -58,7 +59,7 @@ class SingleVectorExport(BiEncoderExport):
         return list(outputs[0])
 
     def compare(self, got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-        return float(np.abs(got - expected).max()), float(cosines(got, expected))
+        return scaled_difference(got, expected), float(cosines(got, expected))
 
     def pack(self, rows: list[np.ndarray]) -> Encoded:
         return np.stack(rows).astype(np.float32)

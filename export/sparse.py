@@ -18,7 +18,7 @@ from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
 from lir.export.limits import DEFAULT_TOP_K, FP32_TOLERANCE, MIN_TERM_COSINE
 from lir.manifest import OUTPUTS, TensorSpec
 from lir.train.module import BiEncoderModule
-from lir.train.sparse import SparseModel
+from lir.train.sparse import SPARSIFICATIONS, SparseModel
 from lir.vectors import Encoded, SparseVectors, sparse_dot
 
 GRAPH = "encoder"
@@ -32,10 +32,11 @@ Row = tuple[np.ndarray, np.ndarray]
 class SparseEncoderGraph(nn.Module):
     """Token ids → the K heaviest vocabulary terms of each text and their weights.
 
-    `SparseModel.encode` is the masked max over tokens of log(1 + ReLU(logits + bias)); log(1 + ReLU) is
-    monotone and the decoder bias the same for every token, so the graph takes the max of the bare logits
-    (padding pushed down by `MASKED`) and does the rest on [batch, V]: the same numbers with fewer passes
-    over [batch, sequence, V], the largest tensor of the model (parity checks it).
+    With max pooling, `SparseModel.encode` is the masked max over tokens of sparsify(logits + bias); every
+    sparsification is monotone and the decoder bias the same for every token, so the graph takes the max of
+    the bare logits (padding pushed down by `MASKED`) and does the rest on [batch, V]: the same numbers with
+    fewer passes over [batch, sequence, V], the largest tensor of the model (parity checks it). Sum and mean
+    pooling run `encode` itself.
     """
 
     def __init__(self, model: SparseModel, top_k: int) -> None:
@@ -44,11 +45,14 @@ class SparseEncoderGraph(nn.Module):
         self.top_k = top_k
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        head = self.model.head
+        config, head = self.model.config, self.model.head
+        if config.pooling != "max":
+            weights, term_ids = torch.topk(self.model.encode(input_ids, attention_mask), self.top_k, dim=-1)
+            return term_ids, weights
         hidden = self.model.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = head.norm(head.activation(head.dense(hidden))) @ head.embeddings.weight.T
         logits = (logits + (1 - attention_mask.unsqueeze(-1).to(logits.dtype)) * MASKED).amax(dim=1)
-        weights, term_ids = torch.topk(torch.log1p(torch.relu(logits + head.bias)), self.top_k, dim=-1)
+        weights, term_ids = torch.topk(SPARSIFICATIONS[config.sparsification](logits + head.bias), self.top_k, dim=-1)
         return term_ids, weights
 
 

@@ -41,6 +41,7 @@ CROSS_MAX_BATCH = 256
 PREFERRED_BATCHES = (8, 32)
 QUEUE_DELAY_US = 100
 TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 TEXT_SHIM = "from lir.serving.triton_models import TextEncoderModel as TritonPythonModel  # noqa: F401\n"
 GRAPH_SHIM = "from lir.serving.triton_models import GraphModel as TritonPythonModel  # noqa: F401\n"
 PAIR_SHIM = "from lir.serving.triton_models import PairScorerModel as TritonPythonModel  # noqa: F401\n"
@@ -157,10 +158,13 @@ def default_name(spec: str) -> str:
 
 
 def check_model_name(name: str) -> str:
-    """`name` if Triton can serve it as a model of the repository: a plain name without '.'."""
+    """`name` if Triton can serve it as a model of the repository and a URL can name it: a plain name of
+    letters, digits, '_' and '-' (no '.': Triton graph models are named <name>.<graph>), at most 100."""
     plain_name(name, "model name")
     if "." in name:
         raise LirError(f"model name {name!r} may not contain '.' (Triton graph models are named <name>.<graph>)")
+    if not MODEL_NAME.fullmatch(name):
+        raise LirError(f"model name {name!r}: use letters, digits, '_' and '-' (at most 100, a letter or digit first)")
     return name
 
 

@@ -20,7 +20,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -121,6 +121,19 @@ def check_output_file(path: str | os.PathLike) -> Path:
         raise LirError(f"{target} exists and is not a regular file: name a file to write")
     check_writable(target.parent)
     return target
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Iterable[str | None]) -> None:
+    """Refuse an output file that is one of the command's input files (it would be replaced); a BEIR folder
+    stands for its corpus, queries and qrels files."""
+    target = Path(output)
+    if not target.exists():
+        return
+    for source in filter(None, inputs):
+        path = Path(source)
+        files = [path / "corpus.jsonl", path / "queries.jsonl", *path.glob("qrels/*")] if path.is_dir() else [path]
+        if any(file.exists() and os.path.samefile(target, file) for file in files):
+            raise LirError(f"--output {output} is an input of this command ({source}): name another file")
 
 
 def check_writable(folder: str | os.PathLike) -> Path:

@@ -109,3 +109,11 @@ def cross_repository(tmp_path_factory, cross_checkpoints, scifact) -> Path:
     for name, checkpoint in cross_checkpoints.items():
         export_model(str(checkpoint), out, name, parity_data=str(scifact), log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def reference_backbone(tmp_path_factory) -> Path:
+    """The tiny random BERT Lightning IR builds its reference models on (tests.reference)."""
+    from tests.reference import tiny_backbone
+
+    return tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert")

@@ -368,8 +368,9 @@ def test_splade_refusals(tmp_path, splade_dir):
     _one_line_error(
         _variant(splade_dir, tmp_path / "c", weights={"extra.weight": torch.zeros(2)}), "belong to nothing lir knows"
     )
-    _one_line_error(_variant(splade_dir, tmp_path / "d", config={"pooling_strategy": "mean"}), "pooling 'mean'")
-    _one_line_error(_variant(splade_dir, tmp_path / "e", config={"sparsification_strategy": "relu"}), "'relu'")
+    _one_line_error(_variant(splade_dir, tmp_path / "d", config={"pooling_strategy": "first"}), "pooling 'first'")
+    _one_line_error(_variant(splade_dir, tmp_path / "e", config={"sparsification_strategy": "softplus"}), "'softplus'")
+    _one_line_error(_variant(splade_dir, tmp_path / "g", config={"query_weighting": "static"}), "static")
     untied = torch.randn(30522, 32)
     path = _variant(splade_dir, tmp_path / "f", weights={"projection.decoder.weight": untied})
     _one_line_error(path, "differs from the word embeddings")
@@ -385,7 +386,7 @@ def test_col_refusals(tmp_path, col_dir):
         "unknown aggregation 'harmonic_mean'",
     )
     _one_line_error(_variant(col_dir, tmp_path / "d", config={"embedding_dim": 128}), "embedding_dim 128")
-    _one_line_error(_variant(col_dir, tmp_path / "e", config={"doc_expansion": True}), "document expansion")
+    _one_line_error(_variant(col_dir, tmp_path / "e", config={"doc_expansion": True}), "document \\[MASK\\] expansion")
     _one_line_error(
         _variant(col_dir, tmp_path / "f", config={"doc_mask_scoring_tokens": ["zzyzx"]}), "not a single token"
     )

@@ -407,3 +407,26 @@ def test_ids_a_run_cannot_hold_are_refused_at_indexing(tiny_export, doc_id):
         check_doc_ids(["fine", doc_id], 2, "documents")
     with pytest.raises(LirError, match="repeats doc id 'fine'"):
         check_doc_ids(["fine", "x", "fine"], 3, "documents")
+
+
+def test_an_output_that_is_an_input_is_refused(index, queries, tiny_export, tmp_path, scifact):
+    before = queries.read_bytes()
+    done = lir("search", "--index", str(index), "--queries", str(queries), "--output", str(queries))
+    one_line_error(done, "lir search", "is an input of this command")
+    assert queries.read_bytes() == before
+    beir = tmp_path / "beir"
+    shutil.copytree(scifact, beir, ignore=shutil.ignore_patterns("corpus.jsonl"))
+    done = lir("search", "--index", str(index), "--queries", str(beir), "--output", str(beir / "queries.jsonl"))
+    one_line_error(done, "lir search", "is an input of this command")
+    run_file = tmp_path / "first.trec"
+    run_file.write_text("q1 Q0 d1 1 1.0 x\n")
+    args = ("--engine", str(tiny_export), "--run", str(run_file), "--queries", str(queries), "--docs", str(queries))
+    done = lir("rerank", *args, "--output", str(run_file))
+    one_line_error(done, "lir rerank", "is an input of this command")
+    assert run_file.read_text() == "q1 Q0 d1 1 1.0 x\n"
+
+
+@pytest.mark.parametrize("name", ["naïve", "a b", "x" * 101, "-lead"])
+def test_export_names_are_names_a_url_can_hold(repository, st_dir, name):
+    done = run("lir.export.cli", "--model", str(st_dir), "--output", str(repository), f"--name={name}")
+    one_line_error(done, "lir-export", "model name")

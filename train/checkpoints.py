@@ -72,6 +72,9 @@ LIR_CONFIG_KEYS = {
     "query_mask_scoring_tokens",
     "doc_mask_scoring_tokens",
     "query_aggregation_function",
+    "doc_aggregation_function",
+    "query_weighting",
+    "doc_weighting",
 }
 MARKERS = ("[QUE]", "[DOC]")
 IGNORED_KEYS = ("pooler.", "embeddings.position_ids")
@@ -174,7 +177,9 @@ def lightning_ir_family(config: dict[str, Any], where: Path) -> str:
         no_pooling = model_type != "lir-dpr" and says_pooling and lightning_ir_pooling(config, where) is None
         return "multi-vector" if no_pooling else "single-vector"
     if model_type in LATER_TYPES:
-        raise LirError(f"{where}: Lightning IR model type {model_type!r} is not supported yet (bi-encoders only)")
+        raise LirError(
+            f"{where}: Lightning IR model type {model_type!r} (COIL-style token matching) is not supported yet"
+        )
     raise LirError(f"{where}: unknown Lightning IR model type {model_type!r}")
 
 
@@ -343,7 +348,7 @@ def _load_lightning_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedB
     settings = SingleVectorConfig(
         pooling=pooling or ("first" if model_type == "lir-dpr" else "mean"),
         similarity=config.get("similarity_function") or "dot",
-        normalize=config.get("normalization_strategy") == "l2" or config.get("normalize") is True,
+        normalize=_dpr_normalize(config),
         query_length=_max_length(fields, config.get("query_length", 32)),
         doc_length=_max_length(fields, config.get("doc_length", 512)),
         query_marker=markers[0] if markers else None,
@@ -352,6 +357,15 @@ def _load_lightning_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedB
     tokenizer = load_tokenizer(path, markers)
     model = BiEncoderModel(backbone, settings, projection)
     return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
+
+
+def _dpr_normalize(config: dict[str, Any]) -> bool:
+    """Whether a single-vector Lightning IR model L2-normalizes: `normalize` decides when the config has it
+    (0.0.6 writes it and ignores `normalization_strategy` for lir-dpr), else `normalization_strategy` (older
+    saves)."""
+    if "normalize" in config:
+        return config["normalize"] is True
+    return config.get("normalization_strategy") == "l2"
 
 
 def _load_huggingface(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:

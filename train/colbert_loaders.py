@@ -49,8 +49,13 @@ COLBERT_DEFAULTS: dict[str, Any] = {
 
 def load_lightning_ir_col(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
     """A Lightning IR `col` (or older multi-vector) checkpoint; unset fields take Lightning IR's defaults."""
+    if config.get("model_type") == "mvr":
+        raise LirError(f"{path}: Lightning IR mvr (multi-view viewer tokens) is not supported yet")
     if config.get("doc_expansion"):
-        raise LirError(f"{path}: document expansion is not supported (query expansion only)")
+        raise LirError(f"{path}: doc_expansion (document [MASK] expansion) is not supported (query expansion only)")
+    doc_aggregation = config.get("doc_aggregation_function", "max")
+    if doc_aggregation != "max":
+        raise LirError(f"{path}: doc_aggregation_function {doc_aggregation!r} is not supported (max only)")
     normalization = config.get("normalization_strategy")
     if normalization not in (None, "l2"):
         raise LirError(f"{path}: normalization {normalization!r} is not supported (l2 or none)")

@@ -116,8 +116,8 @@ def _load_lightning_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedC
     _refuse_leftovers(rest, path)
     tokenizer = load_tokenizer(path, (INTERACTION_TOKEN,) if extra_token else ())
     template, types = _pair_layout(tokenizer, fields)
-    if extra_token:  # Lightning IR: [CLS] [INT] query [SEP] doc [SEP]
-        template.insert(1, INTERACTION_TOKEN)
+    if extra_token and INTERACTION_TOKEN not in template:  # Lightning IR: [CLS] [INT] query [SEP] doc [SEP]
+        template.insert(1, INTERACTION_TOKEN)  # (0.0.6 also writes it into the saved tokenizer's template)
         types = None if types is None else [types[0], *types]
     query_length, doc_length = _lengths(fields, template, config.get("query_length", 32), config.get("doc_length", 512))
     settings = CrossEncoderConfig(

@@ -120,6 +120,7 @@ def _single_vector(model: BiEncoderModel) -> tuple[Settings, Tensors]:
         "model_type": "lir-dpr",
         "pooling_strategy": config.pooling,
         "similarity_function": config.similarity,
+        "normalize": config.normalize,  # what Lightning IR 0.0.6 reads for lir-dpr
         "normalization_strategy": "l2" if config.normalize else None,
         "projection": projection,
         "embedding_dim": model.embedding_dim,
@@ -171,8 +172,12 @@ def _sparse(model: SparseModel) -> tuple[Settings, Tensors]:
     config, head = model.config, model.head
     settings = {
         "model_type": "splade",
-        "pooling_strategy": "max",
-        "sparsification_strategy": "relu_log",
+        "pooling_strategy": config.pooling,
+        "sparsification_strategy": config.sparsification,
+        "query_weighting": "contextualized",
+        "doc_weighting": "contextualized",
+        "query_expansion": True,
+        "doc_expansion": True,
         "normalization_strategy": None,
         "similarity_function": "dot",
         "embedding_dim": model.embedding_dim,
@@ -181,11 +186,11 @@ def _sparse(model: SparseModel) -> tuple[Settings, Tensors]:
         "add_marker_tokens": _markers(config.query_marker, config.doc_marker),
     }
     tensors = {
-        "projection.dense.weight": head.dense.weight,
-        "projection.dense.bias": head.dense.bias,
-        "projection.norm.weight": head.norm.weight,
-        "projection.norm.bias": head.norm.bias,
-        "projection.decoder.bias": head.bias,
+        "projection.predictions.transform.dense.weight": head.dense.weight,
+        "projection.predictions.transform.dense.bias": head.dense.bias,
+        "projection.predictions.transform.LayerNorm.weight": head.norm.weight,
+        "projection.predictions.transform.LayerNorm.bias": head.norm.bias,
+        "projection.predictions.bias": head.bias,
     }
     return settings, tensors
 

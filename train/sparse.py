@@ -1,4 +1,7 @@
-"""Sparse (SPLADE-style) bi-encoder: backbone → MLM head → log(1 + ReLU) → masked max over tokens.
+"""Sparse (SPLADE-style) bi-encoder: backbone → MLM head → sparsification → masked pooling over tokens.
+
+Sparsification and pooling are Lightning IR's: `relu`, `relu_log` (log(1 + ReLU), SPLADE's, the default) or
+`relu_2xlog` (log(1 + log(1 + ReLU))); `max` (the default), `sum` or `mean` over the attended tokens.
 
 The head is BERT's masked-language-model head: dense, activation, LayerNorm, and a decoder whose
 weight is the backbone's word embedding matrix plus its own bias. Each text becomes one weight per
@@ -17,6 +20,14 @@ from transformers.activations import ACT2FN
 from lir.errors import LirError
 from lir.manifest import TextRules, check_role
 
+SPARSIFICATIONS = {
+    "relu": torch.relu,
+    "relu_log": lambda x: torch.log1p(torch.relu(x)),
+    "relu_2xlog": lambda x: torch.log1p(torch.log1p(torch.relu(x))),
+}
+"""Lightning IR's sparsification strategies: every one is non-negative."""
+POOLINGS = ("max", "sum", "mean")
+
 
 @dataclass
 class SparseConfig:
@@ -27,10 +38,16 @@ class SparseConfig:
     query_marker: str | None = None
     doc_marker: str | None = None
     similarity: str = "dot"
+    sparsification: str = "relu_log"
+    pooling: str = "max"
 
     def __post_init__(self) -> None:
         if self.similarity != "dot":
             raise LirError(f"sparse models score by dot product, not {self.similarity!r}")
+        if self.sparsification not in SPARSIFICATIONS:
+            raise LirError(f"SPLADE sparsification {self.sparsification!r} is not one of {', '.join(SPARSIFICATIONS)}")
+        if self.pooling not in POOLINGS:
+            raise LirError(f"SPLADE pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
 
     def rules(self, role: str) -> TextRules:
         """How texts of `role` become token ids."""
@@ -75,8 +92,12 @@ class SparseModel(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, L] ids and mask → [B, V] term weights (padding never contributes)."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = torch.log1p(torch.relu(self.head(hidden)))
-        return (weights * attention_mask.unsqueeze(-1).to(weights.dtype)).amax(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        weights = SPARSIFICATIONS[self.config.sparsification](self.head(hidden)) * mask  # ≥ 0: padding gives 0
+        if self.config.pooling == "max":
+            return weights.amax(dim=1)
+        summed = weights.sum(dim=1)
+        return summed if self.config.pooling == "sum" else summed / mask.sum(dim=1).clamp(min=1)
 
     def similarity(self, queries: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         """[Q, V] and [N, V] weights → [Q, N] dot products."""

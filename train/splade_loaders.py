@@ -1,6 +1,6 @@
 """Load sparse (SPLADE) bi-encoders: Lightning IR `splade` checkpoints and Hugging Face masked LMs.
 
-The MLM head is found in one of three weight layouts (`HEAD_LAYOUTS`); its decoder weight is always the
+The MLM head is found in one of four weight layouts (`HEAD_LAYOUTS`); its decoder weight is always the
 backbone's word embedding matrix (a saved copy must equal it). Activation and LayerNorm epsilon come
 from the backbone config (`hidden_act`, `layer_norm_eps`); pooling is the max over tokens.
 """
@@ -43,6 +43,12 @@ class HeadLayout(NamedTuple):
 
 
 HEAD_LAYOUTS = (
+    HeadLayout(
+        "projection.predictions.transform.dense",
+        "projection.predictions.transform.LayerNorm",
+        ("projection.predictions.bias", "projection.predictions.decoder.bias"),
+        "projection.predictions.decoder.weight",
+    ),
     HeadLayout("projection.dense", "projection.norm", ("projection.decoder.bias",), "projection.decoder.weight"),
     HeadLayout(
         "projection.dense",
@@ -57,19 +63,13 @@ HEAD_LAYOUTS = (
         "cls.predictions.decoder.weight",
     ),
 )
-"""Lightning IR now, Lightning IR 2024, Hugging Face `*ForMaskedLM`."""
+"""Lightning IR 0.0.6 (what its save_pretrained writes), Lightning IR 2025, Lightning IR 2024, Hugging Face
+`*ForMaskedLM`."""
 
 
 def load_lightning_ir_splade(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
     """A Lightning IR `splade` checkpoint (or an old `bi-encoder` with an `mlm` projection)."""
-    pooling = lightning_ir_pooling(config, path) or "max"
-    if pooling != "max":
-        raise LirError(f"{path}: SPLADE pooling {pooling!r} is not supported (max only)")
-    sparsification = config.get("sparsification_strategy") or config.get("sparsification") or "relu_log"
-    if sparsification != "relu_log":
-        raise LirError(f"{path}: SPLADE sparsification {sparsification!r} is not supported (relu_log only)")
-    if config.get("normalization_strategy") or config.get("normalize"):
-        raise LirError(f"{path}: normalized SPLADE vectors are not supported")
+    _refuse_unimplemented(config, path)
     fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS}
     backbone_type = config["backbone_model_type"]
     backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
@@ -83,10 +83,29 @@ def load_lightning_ir_splade(path: Path, config: dict[str, Any], spec: str) -> L
             query_marker=markers[0] if markers else None,
             doc_marker=markers[1] if markers else None,
             similarity=config.get("similarity_function") or "dot",
+            sparsification=config.get("sparsification_strategy") or config.get("sparsification") or "relu_log",
+            pooling=lightning_ir_pooling(config, path) or "max",
         )
     tokenizer = load_tokenizer(path, markers)
     model = SparseModel(backbone, settings, head)
     return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
+
+
+def _refuse_unimplemented(config: dict[str, Any], path: Path) -> None:
+    """Refuse, naming the option, what a Lightning IR SPLADE config asks for that lir does not compute.
+
+    `query_weighting` / `doc_weighting` other than `contextualized` (static: inference-free; null: a bag of
+    words) and, in configs that have those keys (Lightning IR 0.0.6), `*_expansion: false` (only the text's
+    own terms). Older configs say `doc_expansion: false` in ColBERT's sense ([MASK] padding), which SPLADE
+    never did: there it changes nothing. Normalization is ignored, as Lightning IR 0.0.6 ignores it."""
+    for role in ("query", "doc"):
+        key = f"{role}_weighting"
+        if key in config and config[key] != "contextualized":
+            kind = "static (inference-free)" if config[key] == "static" else repr(config[key])
+            raise LirError(f"{path}: SPLADE {key} {kind} is not supported yet (contextualized only)")
+        expansion = f"{role}_expansion"
+        if key in config and config.get(expansion, True) is False:
+            raise LirError(f"{path}: SPLADE {expansion} false (only the text's own terms) is not supported yet")
 
 
 def load_masked_lm(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:

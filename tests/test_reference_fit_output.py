@@ -1,0 +1,49 @@
+"""The other direction: what lir writes (`lir fit`'s checkpoints, Lightning IR's layout) loads in Lightning
+IR 0.0.6 and scores there as it scores in lir, for each family lir trains.
+
+Lightning IR 0.0.6 drops `embedding_dim` when it loads a config and uses its default (the hidden size for
+lir-dpr, 128 for col), so these models keep those sizes; a `bert_pool` mono save does not reload in it
+(transformers 4.57 skips weights whose names start with `bert`), so mono uses first-token pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.reference import check_against, lightning_ir, reference_scores
+
+
+def new_models() -> dict:
+    from lir.train.initialize import ColConfig, DprConfig, MonoConfig, SpladeConfig
+
+    return {
+        "dpr": DprConfig(pooling_strategy="mean"),
+        "dpr-first-l2-cosine": DprConfig("first", "cosine", "l2"),
+        "col": ColConfig(),
+        "col-l2-mean": ColConfig(normalization_strategy="l2", query_aggregation_function="mean"),
+        "splade": SpladeConfig(),
+        "mono": MonoConfig(scoring_strategy="mono", linear_bias=True),
+    }
+
+
+@pytest.mark.parametrize("kind", list(new_models()))
+def test_what_lir_writes_scores_alike_in_lightning_ir(kind, reference_backbone, tmp_path):
+    from lir.train.cross_module import CrossEncoderModule
+    from lir.train.initialize import initialize
+    from lir.train.module import BiEncoderModule
+    from lir.train.saving import save_lightning_ir
+    from tests.reference import DOCS, QUERIES, SPLADE_BIAS_SHIFT
+
+    torch.manual_seed(0)
+    loaded = initialize(str(reference_backbone), new_models()[kind])
+    if kind == "splade":  # sparse like a trained SPLADE (see tests.reference)
+        with torch.no_grad():
+            loaded.model.head.bias.uniform_(-0.5, 0.5).sub_(SPLADE_BIAS_SHIFT)
+    directory = save_lightning_ir(loaded.model, loaded.tokenizer, tmp_path / kind)
+    cross = kind == "mono"
+    ours = (CrossEncoderModule if cross else BiEncoderModule)(str(directory))
+    rows = [ours.score(query, docs).scores.float().numpy() for query, docs in zip(QUERIES, DOCS, strict=True)]
+    li = lightning_ir()
+    theirs = (li.CrossEncoderModule if cross else li.BiEncoderModule)(model_name_or_path=str(directory)).eval()
+    check_against(reference_scores(theirs), np.concatenate(rows))
