@@ -96,8 +96,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to `path` through a temporary file in the same folder and a rename."""
-    target = Path(path)
-    check_output_file(target)
+    target = _regular_file(path)  # the writability probe of check_output_file is mkstemp's own job here
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -116,10 +115,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def check_output_file(path: str | os.PathLike) -> Path:
     """Check before any work that a file can be written at `path`: not a folder, link or device, in a folder
     that is writable or can be made. One-line errors otherwise; nothing is made."""
+    target = _regular_file(path)
+    check_writable(target.parent)
+    return target
+
+
+def _regular_file(path: str | os.PathLike) -> Path:
+    """`path`, refused when something other than a regular file (a folder, a link, a device) stands there."""
     target = Path(path)
     if target.is_symlink() or (target.exists() and not target.is_file()):
         raise LirError(f"{target} exists and is not a regular file: name a file to write")
-    check_writable(target.parent)
     return target
 
 
