@@ -96,6 +96,7 @@ bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_serving.py --model $(MODEL) --data $(DATA)/scifact
 	$(BIN)/python benchmarks/bench_indexes.py --scale scifact  # synthetic; --scale 1m: 1M docs, ~30 min, ~8 GB
 	$(BIN)/python benchmarks/bench_rerank.py --bi-encoder $(MODEL) --data $(DATA)/trec-dl-2019  # ~15 min
+	$(BIN)/python benchmarks/bench_inference_free.py --data $(DATA)/scifact  # two MiniLM SPLADE exports, ~10 min
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from lir.batching import length_batches, pair_groups, score_pair_batches
 from lir.errors import LirError
 from lir.manifest import Manifest, check_role
+from lir.term_weights import TermTable
 from lir.tokenization import PairEncoder, TextEncoder
 from lir.vectors import Collector, Encoded
 
@@ -49,6 +50,10 @@ class Engine(ABC):
             encoders = {role: TextEncoder.from_manifest(directory, manifest, role) for role in ("query", "doc")}
         self._encoders: dict[str, TextEncoder] = dict(encoders or {})
         self._pairs = pairs
+        self._tables = {
+            role: TermTable.from_manifest(directory, manifest, role)
+            for role in (manifest.term_weights if manifest is not None else ())
+        }
 
     @property
     def embedding_dim(self) -> int | None:
@@ -103,9 +108,18 @@ class Engine(ABC):
         lengths = [len(seq) for seq in ids]
         with tqdm(total=len(ids), desc=f"encoding {role}s", unit=role, disable=not progress) as bar:
             for batch in length_batches(lengths, batch_size, max_tokens):
-                collector.add(batch, self.run_batch(role, *encoder.batch([ids[i] for i in batch])))
+                collector.add(batch, self._run(role, *encoder.batch([ids[i] for i in batch])))
                 bar.update(len(batch))
         return collector.result()
+
+    def _run(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """One batch through the role's graph, or its term weights where it has no graph (no model call)."""
+        table = self._tables.get(role)
+        return (
+            table.run(input_ids, attention_mask)
+            if table is not None
+            else self.run_batch(role, input_ids, attention_mask)
+        )
 
     def score_pairs(
         self,
@@ -148,7 +162,8 @@ class Engine(ABC):
         """The checksum of the graph file that encodes documents in this engine's variant, where it knows it."""
         if self.manifest is None or self.manifest.is_cross_encoder or self.variant is None:
             return None
-        variant = self.manifest.encoder("doc")[1].variants.get(self.variant)
+        encoder = self.manifest.encoder("doc")
+        variant = encoder[1].variants.get(self.variant) if encoder is not None else None
         return variant.sha256 if variant is not None else None
 
     def close(self) -> None:  # noqa: B027 - engines without resources need not override it

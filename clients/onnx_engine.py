@@ -36,7 +36,7 @@ class OnnxEngine(Engine):
         if self.manifest.is_cross_encoder:
             self._graph_of = {"scorer": self.manifest.scorer}
         else:
-            self._graph_of = {role: self.manifest.encoder(role)[0] for role in ("query", "doc")}
+            self._graph_of = {role: name for role, name in self.manifest.encoders.items()}
         for name in dict.fromkeys(self._graph_of.values()):
             graph = self.manifest.graphs[name]
             if variant not in graph.variants:

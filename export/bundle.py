@@ -38,6 +38,7 @@ from lir.export.triton_repository import (
 )
 from lir.files import sha256_file
 from lir.manifest import Graph, Manifest, TokenizerSpec, Variant, load_manifest, verified_file
+from lir.term_weights import TermTable
 from lir.tokenization import PairEncoder, TextEncoder
 from lir.train.checkpoints import LoadedBiEncoder, load_model
 from lir.train.cross_encoder import LoadedCrossEncoder
@@ -138,11 +139,13 @@ def export_model(
     log: Log = print,
     top_k: int = DEFAULT_TOP_K,
     t5_scoring: str | None = None,
+    revision: str | None = None,
 ) -> Path:
     """Export a checkpoint (a spec, or a model already loaded) into `output/name`.
 
     Nothing is left behind when any check fails. `top_k` bounds the terms per text of a sparse model;
-    `t5_scoring` (`mono` or `rank`) says how a T5 checkpoint scores (default: from its name).
+    `t5_scoring` (`mono` or `rank`) says how a T5 checkpoint scores (default: from its name); `revision`
+    pins a hub id's branch, tag or commit (recorded in the provenance).
     """
     source = spec if isinstance(spec, str) else spec.source
     name = name or default_name(source)
@@ -150,8 +153,8 @@ def export_model(
         raise LirError(f"top_k must be positive, not {top_k}")
     swap, existing = prepare_export(output, name, overwrite)
     if isinstance(spec, str):
-        log(f"loading {spec}")
-        loaded = load_model(spec, t5_scoring=t5_scoring)
+        log(f"loading {spec}" + (f" at revision {revision}" if revision else ""))
+        loaded = load_model(spec, t5_scoring=t5_scoring, revision=revision)
     else:
         loaded = spec
     loaded.model.eval()
@@ -167,7 +170,9 @@ def export_model(
         kinds = ["fp32"] + [kind for kind, wanted in (("int8", int8), ("fp16", fp16)) if wanted]
         graphs, fusion = _graphs(reference, staging, kinds, optimize, tolerance, log)
         (staging / "tokenizer.json").write_text(loaded.tokenizer.to_str(), encoding="utf-8")
-        manifest = _manifest(name, source, family, graphs, probes, extra | fusion)
+        files = family.write_files(staging, reference)
+        pinned = {"revision": revision} if revision else {}
+        manifest = _manifest(name, source, family, graphs, probes, pinned | extra | fusion, files)
         manifest.save(staging)
         write_text_endpoint(staging, manifest)
         _self_check(staging)
@@ -245,7 +250,13 @@ def _log_variant(log: Log, family: ModelExport, graph: str, kind: str, variant: 
 
 
 def _manifest(
-    name: str, source: str, family: ModelExport, graphs: dict[str, Graph], probes: ProbeSet, extra: dict[str, Any]
+    name: str,
+    source: str,
+    family: ModelExport,
+    graphs: dict[str, Graph],
+    probes: ProbeSet,
+    extra: dict[str, Any],
+    files: dict[str, Any],
 ) -> Manifest:
     loaded = family.loaded
     rules = family.rules()
@@ -256,6 +267,7 @@ def _manifest(
         doc=rules["doc"],
         graphs=graphs,
         **family.manifest_fields(),
+        **files,
         provenance={
             "source": source,
             "source_format": loaded.source_format,
@@ -285,6 +297,8 @@ def _self_check(directory: Path) -> None:
     else:
         for role in ("query", "doc"):
             TextEncoder.from_manifest(directory, manifest, role).encode(probe)
+        for role in manifest.term_weights:
+            TermTable.from_manifest(directory, manifest, role)
     for name, graph in manifest.graphs.items():
         for variant in graph.variants.values():
             loaded = session(verified_file(directory, variant))

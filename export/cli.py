@@ -1,4 +1,4 @@
-"""`lir-export`: a checkpoint (directory or cached hub id) → a validated model directory."""
+"""`lir-export`: a checkpoint (directory or hub id, downloaded when not cached) → a validated model directory."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
         "monoT5/RankT5) to ONNX graphs with a manifest, checked against PyTorch on real text.",
         epilog="exit codes: 0 exported, 1 bad input, 2 usage, 3 parity check failed",
     )
-    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (resolved in the HF cache)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory or hub id: from the Hugging Face cache, else downloaded (safetensors only; "
+        "HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE and HF_HUB_OFFLINE=1 are honoured)",
+    )
+    parser.add_argument("--revision", help="hub ids: the branch, tag or commit to load (default: main)")
     parser.add_argument("--output", default="model_repository", help="model repository (default: %(default)s)")
     parser.add_argument("--name", help="model name in the repository (default: from --model)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamic int8 (per-channel) variant")
@@ -89,6 +95,7 @@ def _export(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         top_k=args.top_k,
         t5_scoring=args.t5_scoring,
+        revision=args.revision,
         log=lambda message: print(message, file=sys.stderr),
     )
 

@@ -12,6 +12,7 @@ are packed and scored for the effectiveness check (`pack`, `scores`). Cross-enco
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import onnxruntime as ort
 
 from lir.export.graphs import GraphPlan
 from lir.export.limits import MIN_COSINE
-from lir.export.parity import Parity, ProbeSet, Reference
+from lir.export.parity import Parity, ProbeSet, Reference, Runner, graph_runner
 from lir.manifest import ROLES, TextRules
 from lir.train.module import BiEncoderModule
 from lir.vectors import Encoded
@@ -75,6 +76,11 @@ class ModelExport(ABC):
         """What the user should know about this export, from PyTorch's outputs on the probes."""
         return []
 
+    def write_files(self, staging: Path, reference: Parity) -> dict[str, Any]:
+        """Write what the export holds besides graphs and tokenizer into `staging`, checked against
+        `reference`; returns the manifest fields that name those files (none for most families)."""
+        return {}
+
 
 class BiEncoderExport(ModelExport):
     """A bi-encoder family: encoder graphs per role, compared text by text with PyTorch."""
@@ -123,6 +129,10 @@ class BiEncoderExport(ModelExport):
             "normalized": getattr(config, "normalize", False) or config.similarity == "cosine",
             "encoders": dict(self.encoders),
         }
+
+    def runner(self, role: str, sessions: dict[str, ort.InferenceSession]) -> Runner:
+        """What encodes `role` in an export whose graphs run in `sessions` (by graph name)."""
+        return graph_runner(sessions[self.encoders[role]])
 
     def compare_scorer(self, session: ort.InferenceSession, expected: dict[str, list[Any]]) -> tuple[float, float]:
         """Max difference and min cosine of a scoring graph against PyTorch on pairs of probe rows."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,17 +124,17 @@ class Reference(Parity):
 
     def measure(self, session: ort.InferenceSession, plan: GraphPlan) -> tuple[float, float]:
         """Encoders on the probe texts of their roles; the scorer on pairs of probe rows."""
-        return self.compare(session, plan.roles) if plan.roles else self.compare_scorer(session)
+        return self.compare(graph_runner(session), plan.roles) if plan.roles else self.compare_scorer(session)
 
-    def compare(self, session: ort.InferenceSession, roles: Sequence[str]) -> tuple[float, float]:
-        """Max abs difference and min cosine of an encoder graph against PyTorch, over batches of several sizes."""
+    def compare(self, runner: Runner, roles: Sequence[str]) -> tuple[float, float]:
+        """Max abs difference and min cosine of an encoder against PyTorch, over batches of several sizes."""
         worst_diff, worst_cos = 0.0, 1.0
         for role in roles:
             ids = self.ids[role]
             for size in BATCH_SIZES:
                 for start in range(0, len(ids), size):
                     chunk = ids[start : start + size]
-                    rows = run_rows(self.family, session, role, chunk)
+                    rows = run_rows(self.family, runner, role, chunk)
                     for got, expected in zip(rows, self.expected[role][start : start + size], strict=True):
                         diff, cos = self.family.compare(got, expected)
                         worst_diff, worst_cos = max(worst_diff, diff), min(worst_cos, cos)
@@ -152,30 +152,38 @@ class Reference(Parity):
         queries, docs, qrels = self.probes.collection
         doc_ids, query_ids = list(docs), list(queries)
         scores = family.scores(
-            encode_texts(family, sessions[family.encoders["query"]], [queries[q] for q in query_ids], "query"),
-            encode_texts(family, sessions[family.encoders["doc"]], [docs[d] for d in doc_ids], "doc"),
+            encode_texts(family, family.runner("query", sessions), [queries[q] for q in query_ids], "query"),
+            encode_texts(family, family.runner("doc", sessions), [docs[d] for d in doc_ids], "doc"),
         )
         run = {qid: dict(zip(doc_ids, row.tolist(), strict=True)) for qid, row in zip(query_ids, scores, strict=True)}
         return ndcg_at_10(run, qrels, f"SciFact test, {len(queries)} queries over {len(docs)} documents")
 
 
-def run_rows(family: BiEncoderExport, session: ort.InferenceSession, role: str, chunk: list[list[int]]) -> list[Any]:
-    """One padded batch of token id lists through an encoder graph, split into rows per text."""
+Runner = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
+"""What encodes one padded batch (input ids, attention mask) into an encoder's outputs, in order."""
+
+
+def graph_runner(session: ort.InferenceSession) -> Runner:
+    """An encoder graph's session as a `Runner`."""
+    return lambda input_ids, attention_mask: session.run(
+        None, {"input_ids": input_ids, "attention_mask": attention_mask}
+    )
+
+
+def run_rows(family: BiEncoderExport, runner: Runner, role: str, chunk: list[list[int]]) -> list[Any]:
+    """One padded batch of token id lists through an encoder, split into rows per text."""
     input_ids, attention_mask = family.module.encoders[role].batch(chunk)
-    outputs = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
-    return family.graph_rows(outputs, [len(s) for s in chunk])
+    return family.graph_rows(runner(input_ids, attention_mask), [len(s) for s in chunk])
 
 
-def encode_texts(
-    family: BiEncoderExport, session: ort.InferenceSession, texts: list[str], role: str, batch_size: int = 16
-) -> Encoded:
+def encode_texts(family: BiEncoderExport, runner: Runner, texts: list[str], role: str, batch_size: int = 16) -> Encoded:
     """Texts through an encoder graph in length-sorted batches, packed in input order."""
     ids = family.module.encoders[role].encode(texts)
     order = np.argsort([-len(s) for s in ids], kind="stable")
     rows: list[Any] = [None] * len(ids)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        for i, row in zip(chunk, run_rows(family, session, role, [ids[i] for i in chunk]), strict=True):
+        for i, row in zip(chunk, run_rows(family, runner, role, [ids[i] for i in chunk]), strict=True):
             rows[i] = row
     return family.pack(rows)
 

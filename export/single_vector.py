@@ -30,7 +30,7 @@ class EncoderGraph(nn.Module):
         self.normalize = normalize
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        embedding = self.model.encode(input_ids, attention_mask)
+        embedding = self.model.encode(input_ids, attention_mask, "doc")
         if self.normalize:
             embedding = nn.functional.normalize(embedding, p=2, dim=-1)
         return embedding

@@ -83,16 +83,36 @@ class TextRules:
     """How one role (query or doc) turns text into token ids.
 
     `max_length` counts every token, special and marker tokens included. `prefix` is prepended to the
-    text (sentence-transformers prompts); `marker` is a token inserted right after the first token.
+    text (sentence-transformers prompts); `marker` is a token, or a list of tokens (MVR's viewer tokens),
+    inserted right after the first token.
     `expansion_token` (ColBERT's query `[MASK]`) pads every sequence to `max_length`; those tokens are
-    attended by the others when `attend_expansion`, and always scored.
+    attended by the others when `attend_expansion`, and always scored. `special_tokens` False: the text's
+    own tokens alone, without the tokenizer's special tokens (a sparse role weighted by `TermWeights`).
     """
 
     max_length: int
     prefix: str = ""
-    marker: str | None = None
+    marker: str | list[str] | None = None
     expansion_token: str | None = None
     attend_expansion: bool = True
+    special_tokens: bool = True
+
+    @property
+    def markers(self) -> list[str]:
+        """The tokens inserted after the first token, in order (none, the one marker or the list)."""
+        if self.marker is None:
+            return []
+        return [self.marker] if isinstance(self.marker, str) else list(self.marker)
+
+
+@dataclass
+class TermWeights:
+    """A sparse role encoded without a graph (Lightning IR's `static` weighting, inference-free, or none):
+    each distinct token of a text is one term, weighted by the [vocabulary] float32 table in `file` (a
+    `.npy` file with its `sha256`), or 1 for every term when `file` is None."""
+
+    file: str | None = None
+    sha256: str | None = None
 
 
 @dataclass
@@ -146,7 +166,8 @@ class Manifest:
     `embedding_dim` is the vector size (single-vector), the token vector size (multi-vector) or the
     vocabulary size (sparse). Multi-vector models name their `aggregation` over query tokens (`sum` or
     `mean` of the per-token maxima) and may name a `scorer` graph (late interaction of padded token
-    vectors); sparse models give the number of terms (`top_k`) their encoder graph returns per text.
+    vectors); sparse models give the number of terms (`top_k`) their encoder graph returns per text, and
+    may encode a role without a graph by `term_weights` (that role then has no entry in `encoders`).
     Cross-encoders have no encoders (`encoders` is empty; `similarity` and `embedding_dim` are None): their
     `scorer` graph scores token sequences of (query, document) pairs built by the `pair` rules.
     """
@@ -165,6 +186,7 @@ class Manifest:
     top_k: int | None = None
     scorer: str | None = None
     pair: PairRules | None = None
+    term_weights: dict[str, TermWeights] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -177,20 +199,28 @@ class Manifest:
     def is_cross_encoder(self) -> bool:
         return self.family == "cross-encoder"
 
-    def encoder(self, role: str) -> tuple[str, Graph]:
-        """The name and graph that encodes texts of `role`."""
+    def encoder(self, role: str) -> tuple[str, Graph] | None:
+        """The name and graph that encodes texts of `role`; None for a role encoded by `term_weights`."""
         self.rules(role)
         if self.is_cross_encoder:
             raise LirError(f"{self.name} is a cross-encoder: it scores (query, document) pairs, not texts alone")
+        if role in self.term_weights:
+            return None
         name = self.encoders[role]
         return name, self.graphs[name]
 
     @property
     def fingerprint(self) -> dict[str, str]:
         """What identifies the model an index must be searched with: its name and the checksum of its doc
-        encoder (for a cross-encoder, of its scorer graph; the key keeps its name)."""
-        graph = self.graphs[self.scorer] if self.is_cross_encoder else self.encoder("doc")[1]
-        return {"model": self.name, "doc_encoder_sha256": graph.variants["fp32"].sha256}
+        encoder (for a cross-encoder, of its scorer graph; for term weights, of their table; the key keeps
+        its name)."""
+        if self.is_cross_encoder:
+            checksum = self.graphs[self.scorer].variants["fp32"].sha256
+        elif "doc" in self.term_weights:
+            checksum = self.term_weights["doc"].sha256 or "every term weighs 1"
+        else:
+            checksum = self.encoder("doc")[1].variants["fp32"].sha256
+        return {"model": self.name, "doc_encoder_sha256": checksum}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,6 +258,7 @@ class Manifest:
                 top_k=int(data["top_k"]) if data.get("top_k") is not None else None,
                 scorer=data.get("scorer"),
                 pair=typed(PairRules, data["pair"]) if data.get("pair") is not None else None,
+                term_weights={role: typed(TermWeights, w) for role, w in data.get("term_weights", {}).items()},
                 provenance=dict(data.get("provenance", {})),
                 format=data.get("format", ""),
                 format_version=int(data.get("format_version", 0)),
@@ -249,10 +280,13 @@ class Manifest:
         for graph in self.graphs.values():
             for variant in graph.variants.values():
                 plain_name(variant.file, "invalid manifest: the graph file")
+        for weights in self.term_weights.values():
+            if weights.file is not None:
+                plain_name(weights.file, "invalid manifest: the term weights file")
         if self.family not in FAMILIES:
             raise LirError(f"invalid manifest: unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
         for role in ROLES:
-            if self.rules(role).max_length < 1 + (not self.is_cross_encoder):
+            if self.rules(role).max_length < 1 + (not self.is_cross_encoder) + len(self.rules(role).markers):
                 raise LirError(f"invalid manifest: {role} max_length is too small")
         if self.is_cross_encoder:
             self._validate_cross_encoder()
@@ -260,7 +294,7 @@ class Manifest:
             if self.similarity not in SIMILARITIES:
                 raise LirError(f"invalid manifest: unknown similarity {self.similarity!r}")
             for role in ROLES:
-                if self.encoders.get(role) not in self.graphs:
+                if role not in self.term_weights and self.encoders.get(role) not in self.graphs:
                     raise LirError(f"invalid manifest: the {role} encoder names no graph of the manifest")
             self._validate_family()
         for name, graph in self.graphs.items():
@@ -284,16 +318,38 @@ class Manifest:
             raise LirError(f"invalid manifest: {what} top_k")
         if self.scorer is not None and (not multi or self.scorer not in self.graphs):
             raise LirError(f"invalid manifest: scorer {self.scorer!r} names no graph of a multi-vector model")
+        self._validate_term_weights()
         for role in ROLES:
             rules = self.rules(role)
             if rules.expansion_token is not None and not multi:
                 raise LirError(f"invalid manifest: {role} expansion is for multi-vector models only")
+            if role in self.term_weights:
+                continue
             outputs = [t.name for t in self.graphs[self.encoders[role]].outputs]
             if outputs != list(OUTPUTS[self.family]):
                 raise LirError(
                     f"invalid manifest: the {role} encoder of a {self.family} model must output "
                     f"{', '.join(OUTPUTS[self.family])}, not {', '.join(outputs)}"
                 )
+
+    def _validate_term_weights(self) -> None:
+        unknown = set(self.term_weights) - set(ROLES)
+        if unknown:
+            raise LirError(f"invalid manifest: term weights for unknown roles {sorted(unknown)}")
+        if self.term_weights and self.family != "sparse":
+            raise LirError("invalid manifest: only sparse models encode a role by term weights")
+        for role in ROLES:
+            weights, rules = self.term_weights.get(role), self.rules(role)
+            if weights is None:
+                if not rules.special_tokens:
+                    raise LirError(f"invalid manifest: the {role} rules drop special tokens but a graph encodes it")
+                continue
+            if role in self.encoders:
+                raise LirError(f"invalid manifest: the {role} role has both an encoder and term weights")
+            if rules.special_tokens or rules.marker is not None:
+                raise LirError(f"invalid manifest: a {role} role encoded by term weights takes no special tokens")
+            if (weights.file is None) != (weights.sha256 is None):
+                raise LirError(f"invalid manifest: the {role} term weights need both a file and its sha256")
 
     def _validate_cross_encoder(self) -> None:
         if self.pair is None:

@@ -1,8 +1,9 @@
 """Tokenization rules shared by training, export and clients, on Hugging Face `tokenizers` alone.
 
 One `TextEncoder` per role turns texts into token ids exactly as the manifest says: optional prefix,
-truncation to `max_length` (special and marker tokens counted), optional marker token right after the
-first token, optional expansion to `max_length` (ColBERT's query `[MASK]` padding). `TextEncoder.batch`
+special tokens unless the rules drop them, truncation to `max_length` (special and marker tokens counted),
+optional marker tokens right after the first token, optional expansion to `max_length` (ColBERT's query
+`[MASK]` padding). `TextEncoder.batch`
 pads a batch to its longest member with the attention mask the rules ask for. A `PairEncoder` joins the
 query and document of cross-encoder pairs by the manifest's `PairRules` template.
 """
@@ -41,9 +42,12 @@ class TextEncoder:
         self.pad_token_id = pad_token_id
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_padding()
-        self._marker_id = self._token_id(rules.marker, "marker")
+        self._marker_ids = [self._token_id(marker, "marker") for marker in rules.markers]
         self.expansion_id = self._token_id(rules.expansion_token, "expansion")
-        self._tokenizer.enable_truncation(max_length=rules.max_length - (self._marker_id is not None))
+        room = rules.max_length - len(self._marker_ids)
+        if room < 1:
+            raise LirError(f"{role} max_length {rules.max_length} leaves no room beside its marker tokens")
+        self._tokenizer.enable_truncation(max_length=room)
 
     def _token_id(self, token: str | None, what: str) -> int | None:
         if token is None:
@@ -67,10 +71,12 @@ class TextEncoder:
                 if not text.strip():
                     raise LirError(f"query #{i} is empty")
         prefix = self.rules.prefix
-        encodings = self._tokenizer.encode_batch([prefix + t for t in clean] if prefix else clean)
+        encodings = self._tokenizer.encode_batch(
+            [prefix + t for t in clean] if prefix else clean, add_special_tokens=self.rules.special_tokens
+        )
         ids = [e.ids for e in encodings]
-        if self._marker_id is not None:
-            ids = [[seq[0], self._marker_id, *seq[1:]] for seq in ids]
+        if self._marker_ids:
+            ids = [[seq[0], *self._marker_ids, *seq[1:]] for seq in ids]
         if self.expansion_id is not None:
             ids = [seq + [self.expansion_id] * (self.rules.max_length - len(seq)) for seq in ids]
         return ids

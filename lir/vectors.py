@@ -58,8 +58,9 @@ class SparseVectors:
 
     @classmethod
     def from_topk(cls, term_ids: np.ndarray, weights: np.ndarray, dim: int) -> SparseVectors:
-        """Rows of an encoder graph's top-k output; zero weights are dropped."""
-        keep = weights > 0
+        """Rows of an encoder graph's top-k output; zero weights are dropped (static term weights, which
+        may be negative, are kept)."""
+        keep = weights != 0
         order = np.argsort(np.where(keep, term_ids, dim), axis=1, kind="stable")
         ids = np.take_along_axis(term_ids, order, axis=1)[np.take_along_axis(keep, order, axis=1)]
         values = np.take_along_axis(weights, order, axis=1)[np.take_along_axis(keep, order, axis=1)]

@@ -117,3 +117,11 @@ def reference_backbone(tmp_path_factory) -> Path:
     from tests.reference import tiny_backbone
 
     return tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def reference_t5_backbone(tmp_path_factory) -> Path:
+    """The tiny random T5 Lightning IR builds its monoT5/RankT5 reference models on (tests.reference)."""
+    from tests.reference import tiny_t5_backbone
+
+    return tiny_t5_backbone(tmp_path_factory.mktemp("backbone") / "tiny-t5")

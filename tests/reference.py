@@ -1,5 +1,6 @@
-"""Lightning IR 0.0.6 itself as the reference: it builds a model of a type on a tiny random BERT, saves it in
-its own layout and scores fixed texts; the tests then load that folder with lir and compare.
+"""Lightning IR 0.0.6 itself as the reference: it builds a model of a type on a tiny random BERT (monoT5 /
+RankT5: a tiny random T5), saves it in its own layout and scores fixed texts; the tests then load that folder
+with lir and compare.
 
 Importing lightning_ir takes ~15 s, so it happens once, on first use. Lightning IR's scores come from the
 module it saved (a reloaded `bert_pool` mono model would be random: transformers 4.57 skips its weights).
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from lir.errors import LirError
-from tests import builders
+from tests import builders, t5_builders
 
 QUERIES = ["what is the capital of france?", "how do plants make food"]
 DOCS = [
@@ -48,6 +49,12 @@ def tiny_backbone(target: Path, seed: int = 0) -> Path:
     return target
 
 
+def tiny_t5_backbone(target: Path, seed: int = 0) -> Path:
+    """A tiny random tied-embedding T5 (`T5ForConditionalGeneration`, d_model 32) with a T5-like SentencePiece
+    tokenizer that splits `Query:` and `Relevant:` as T5's does (tests.t5_builders)."""
+    return t5_builders.t5_cross_encoder_dir(target, seed, t5_splits=True)
+
+
 def build(backbone: Path, target: Path, config: str, options: dict, cross: bool = False, seed: int = 1):
     """Let Lightning IR build a model of `config` (a class name of lightning_ir.models, e.g. `ColConfig`)
     with `options` on `backbone`, save it to `target`, and return its module (in eval mode)."""
@@ -62,10 +69,41 @@ def build(backbone: Path, target: Path, config: str, options: dict, cross: bool 
             if not name.startswith(("embeddings.", "encoder.")):
                 parameter.uniform_(-0.5, 0.5)
             if name.endswith("predictions.bias"):  # SPLADE: sparse like a trained model (~50-100 terms per
-                parameter.sub_(SPLADE_BIAS_SHIFT)  # text), well under the export's top-k of 1024
+                parameter.sub_(SPLADE_BIAS_SHIFT)  # text), well under the export's top-k of 1024; the texts'
+                parameter[text_token_ids(module.tokenizer)] += 2 * SPLADE_BIAS_SHIFT  # own terms mostly kept
 
     module.save_pretrained(str(target))
     return module
+
+
+def build_t5_mono(
+    backbone: Path, target: Path, options: dict, head_tokens: tuple[str, ...] | None = None, seed: int = 1
+):
+    """Let Lightning IR build a `mono` model (its MonoT5Model) with `options` on the T5 `backbone`, save it to
+    `target` and return its module. The head is random (uniform ±0.5; Lightning IR leaves it uninitialised),
+    or with `head_tokens` the rows of `shared` for those tokens, as its hub mappings set castorini's monoT5
+    (`▁false`, `▁true`) and RankT5 (`<extra_id_10>`)."""
+    li = lightning_ir()
+    torch.manual_seed(seed)
+    module = li.CrossEncoderModule(model_name_or_path=str(backbone), config=li.models.MonoConfig(**options)).eval()
+    model = module.model
+    with torch.no_grad():
+        if head_tokens is None:
+            model.linear.weight.uniform_(-0.5, 0.5)
+        else:
+            model.linear.weight.copy_(model.shared.weight[module.tokenizer.convert_tokens_to_ids(list(head_tokens))])
+        for name, parameter in model.named_parameters():
+            if name.startswith("bert_pool.") or name == "linear.bias":
+                parameter.uniform_(-0.5, 0.5)
+    module.save_pretrained(str(target))
+    return module
+
+
+def text_token_ids(tokenizer) -> list[int]:
+    """The ids of every token of the fixed texts (so that sparse models without expansion score them)."""
+    texts = QUERIES + [doc for docs in DOCS for doc in docs]
+    encoded = tokenizer(texts, add_special_tokens=False, warn=False)
+    return sorted({i for ids in encoded["input_ids"] for i in ids})
 
 
 def reference_scores(module, queries=QUERIES, docs=DOCS) -> np.ndarray:
@@ -133,9 +171,41 @@ def check_case(
     module_class = CrossEncoderModule if cross else BiEncoderModule
     checkpoint = tmp_path / "checkpoint"
     expected = reference_scores(build(backbone, checkpoint, config, options, cross=cross))
+    check_saved(module_class, checkpoint, expected, refused, export, tmp_path, parity_data)
+
+
+def check_t5_case(
+    options: dict, refused: str | None, export: bool, backbone: Path, tmp_path: Path, parity_data: Path
+) -> None:
+    """One monoT5/RankT5 reference case: Lightning IR builds and scores a `mono` model with `options` on the
+    tiny T5 `backbone` (random head); lir must refuse its folder (`refused`) or score it alike."""
+    from lir.train.cross_module import CrossEncoderModule
+
+    checkpoint = tmp_path / "checkpoint"
+    expected = reference_scores(build_t5_mono(backbone, checkpoint, options))
+    check_saved(CrossEncoderModule, checkpoint, expected, refused, export, tmp_path, parity_data)
+
+
+def check_saved(
+    module_class: type,
+    checkpoint: Path,
+    expected: np.ndarray,
+    refused: str | None,
+    export: bool,
+    tmp_path: Path,
+    parity_data: Path,
+) -> None:
+    """lir must refuse the saved `checkpoint` in one line matching `refused`, or (refused None) score it like
+    Lightning IR did (`check_module`)."""
     if refused is not None:
-        with pytest.raises(LirError, match=refused) as error:
-            module_class(str(checkpoint))
-        assert "\n" not in str(error.value)
+        assert_refused(lambda: module_class(str(checkpoint)), refused)
         return
+    assert np.abs(expected).max() > 1e-3, f"a reference case must score its texts, not {expected}"
     check_module(module_class(str(checkpoint)), expected, export or FULL, tmp_path, parity_data)
+
+
+def assert_refused(load, refused: str) -> None:
+    """`load()` raises a one-line LirError matching `refused`."""
+    with pytest.raises(LirError, match=refused) as error:
+        load()
+    assert "\n" not in str(error.value)

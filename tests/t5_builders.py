@@ -23,14 +23,20 @@ WORDS = (
     "capital Germany Berlin Paris France city river water heart cancer gene genes brain sleep"
 )
 """Whole words of the vocabulary (each as `▁word`), so that common English text keeps its words."""
+T5_SPLITS = {"Query": "Query", "Relevant": "▁Relevan"}
+"""Words T5's own vocabulary has no `▁word` piece for, and the piece it has instead: its tokenizer splits
+`Query:` into `▁ Query :` and `Relevant:` into `▁Relevan t :`, the pieces Lightning IR's template hard-codes."""
 SUFFIXES = ("s", "es", "ed", "ing", "ly", "er", "tion", "al")
 PUNCTUATION = ":.,?!'\"-()/%;"
 
 
-def _pieces() -> list[tuple[str, float]]:
-    """Unigram pieces with log-probabilities: whole words beat suffixes, which beat single characters."""
+def _pieces(t5_splits: bool) -> list[tuple[str, float]]:
+    """Unigram pieces with log-probabilities: whole words beat suffixes, which beat single characters;
+    `t5_splits`: the words of T5_SPLITS as T5's vocabulary has them."""
     pieces = [(token, 0.0) for token in SPECIALS] + [("▁", -3.0)]
-    pieces += [(f"▁{word}", -6.0) for word in WORDS.split()] + [(suffix, -7.0) for suffix in SUFFIXES]
+    words = [word for word in WORDS.split() if not (t5_splits and word in T5_SPLITS)]
+    pieces += [(f"▁{word}", -6.0) for word in words] + [(piece, -6.0) for piece in T5_SPLITS.values() if t5_splits]
+    pieces += [(suffix, -7.0) for suffix in SUFFIXES]
     characters = string.ascii_letters + string.digits + PUNCTUATION
     pieces += [(f"▁{c}", -9.0) for c in characters] + [(c, -10.0) for c in characters]
     unique: dict[str, float] = {}
@@ -39,10 +45,11 @@ def _pieces() -> list[tuple[str, float]]:
     return list(unique.items()) + [(f"<extra_id_{i}>", 0.0) for i in reversed(range(EXTRA_IDS))]
 
 
-def t5_tokenizer(drop: tuple[str, ...] = ()) -> Tokenizer:
+def t5_tokenizer(drop: tuple[str, ...] = (), t5_splits: bool = False) -> Tokenizer:
     """A T5-like tokenizer: Metaspace pre-tokenizer and decoder, `$A </s>` / `$A </s> $B </s>` post-processing;
-    pieces in `drop` are left out (to build a checkpoint that lacks a scoring token)."""
-    vocab = [piece for piece in _pieces() if piece[0] not in drop]
+    pieces in `drop` are left out (to build a checkpoint that lacks a scoring token); `t5_splits`: `Query:`
+    and `Relevant:` split as T5's own tokenizer splits them (else into `▁Query :` and `▁Relevant :`)."""
+    vocab = [piece for piece in _pieces(t5_splits) if piece[0] not in drop]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
@@ -76,11 +83,14 @@ def tiny_t5(vocab_size: int, seed: int, tied: bool) -> T5ForConditionalGeneratio
     return T5ForConditionalGeneration(config).eval()
 
 
-def t5_cross_encoder_dir(target: Path, seed: int = 0, tied: bool = True, drop: tuple[str, ...] = ()) -> Path:
+def t5_cross_encoder_dir(
+    target: Path, seed: int = 0, tied: bool = True, drop: tuple[str, ...] = (), t5_splits: bool = False
+) -> Path:
     """A tiny monoT5/RankT5 checkpoint (the same files serve both scorings). The embedding matrix is padded to
-    a multiple of 128 rows as T5's is (32100 tokens, 32128 rows); `drop` removes pieces from the tokenizer."""
+    a multiple of 128 rows as T5's is (32100 tokens, 32128 rows); `drop` and `t5_splits` shape the tokenizer
+    (`t5_tokenizer`)."""
     target.mkdir(parents=True)
-    tokenizer = t5_tokenizer(drop)
+    tokenizer = t5_tokenizer(drop, t5_splits)
     size = tokenizer.get_vocab_size()
     model = tiny_t5(-(-size // 128) * 128, seed, tied)
     model.save_pretrained(target, safe_serialization=True)

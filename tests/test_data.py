@@ -333,8 +333,8 @@ def test_a_loaded_module_trains_on_collated_batches(st_dir, dl19):
     samples = [dl19[0], dl19[1]]
     batch = BiEncoderCollator(module.encoders)(samples)
     model = module.model
-    queries = model.encode(batch.inputs["query_input_ids"], batch.inputs["query_attention_mask"])
-    docs = model.encode(batch.inputs["doc_input_ids"], batch.inputs["doc_attention_mask"])
+    queries = model.encode(batch.inputs["query_input_ids"], batch.inputs["query_attention_mask"], "query")
+    docs = model.encode(batch.inputs["doc_input_ids"], batch.inputs["doc_attention_mask"], "doc")
     in_batch = model.similarity(queries, docs)  # [Q, Q*N]
     own = torch.stack([in_batch[q, q * 3 : q * 3 + 3] for q in range(2)])  # [Q, N]: each query's candidates
     for q, sample in enumerate(samples):

@@ -368,9 +368,11 @@ def test_splade_refusals(tmp_path, splade_dir):
     _one_line_error(
         _variant(splade_dir, tmp_path / "c", weights={"extra.weight": torch.zeros(2)}), "belong to nothing lir knows"
     )
-    _one_line_error(_variant(splade_dir, tmp_path / "d", config={"pooling_strategy": "first"}), "pooling 'first'")
+    _one_line_error(_variant(splade_dir, tmp_path / "d", config={"pooling_strategy": "cls"}), "pooling 'cls'")
     _one_line_error(_variant(splade_dir, tmp_path / "e", config={"sparsification_strategy": "softplus"}), "'softplus'")
-    _one_line_error(_variant(splade_dir, tmp_path / "g", config={"query_weighting": "static"}), "static")
+    static = {"query_weighting": "static", "query_expansion": False}  # without its table
+    _one_line_error(_variant(splade_dir, tmp_path / "g", config=static), "lack query_weights.weight")
+    _one_line_error(_variant(splade_dir, tmp_path / "h", config={"query_weighting": "idf"}), "'idf'")
     untied = torch.randn(30522, 32)
     path = _variant(splade_dir, tmp_path / "f", weights={"projection.decoder.weight": untied})
     _one_line_error(path, "differs from the word embeddings")

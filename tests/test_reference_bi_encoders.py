@@ -76,18 +76,44 @@ CASES = {
     "splade-mean": ("SpladeConfig", {"pooling_strategy": "mean"}, None),
     "splade-markers": ("SpladeConfig", {"add_marker_tokens": True}, None),
     "splade-l2-ignored": ("SpladeConfig", {"normalization_strategy": "l2"}, None),
-    "splade-no-query-expansion": ("SpladeConfig", {"query_expansion": False}, "query_expansion"),
-    "splade-static-query": ("SpladeConfig", {"query_expansion": False, "query_weighting": "static"}, "static"),
-    "splade-bag-of-words-query": ("SpladeConfig", {"query_expansion": False, "query_weighting": None}, "weighting"),
+    "splade-first": ("SpladeConfig", {"pooling_strategy": "first"}, None),
+    "splade-no-query-expansion": ("SpladeConfig", {"query_expansion": False}, None),
+    "splade-no-doc-expansion": ("SpladeConfig", {"doc_expansion": False, "add_marker_tokens": True}, None),
+    # inference-free: static query weights (may be negative), no model call for queries
+    "splade-static-query": ("SpladeConfig", {"query_expansion": False, "query_weighting": "static"}, None),
+    "splade-static-query-markers": (
+        "SpladeConfig",
+        {"query_expansion": False, "query_weighting": "static", "add_marker_tokens": True, "query_length": 8},
+        None,
+    ),
+    "splade-static-doc": ("SpladeConfig", {"doc_expansion": False, "doc_weighting": "static"}, None),
+    "splade-static-query-expansion-ignored": ("SpladeConfig", {"query_weighting": "static"}, None),
+    "splade-bag-of-words-query": ("SpladeConfig", {"query_expansion": False, "query_weighting": None}, None),
+    "splade-no-sparsification": ("SpladeConfig", {"sparsification_strategy": None}, "sparsification_strategy null"),
     "splade-cosine": ("SpladeConfig", {"similarity_function": "cosine"}, "cosine"),
     # types lir does not implement yet: refused, never loaded as something else
-    "mvr": ("MvrConfig", {}, "mvr"),
     "coil": ("CoilConfig", {}, "coil"),
-    "unicoil": ("UniCoilConfig", {}, "unicoil"),
+    # unicoil (UniCoilConfig): relu impacts scattered into the vocabulary (a repeated token: its last weight)
+    "unicoil": ("UniCoilConfig", {}, None),
+    "unicoil-no-bias": ("UniCoilConfig", {"projection": "linear_no_bias"}, None),
+    "unicoil-markers": ("UniCoilConfig", {"add_marker_tokens": True}, None),
+    "unicoil-cosine": ("UniCoilConfig", {"similarity_function": "cosine"}, "cosine"),
 }
 
 
-EXPORTED = {"dpr-default", "dpr-sum", "dpr-markers", "col-webis", "col-colbertv2", "splade-default", "splade-mean"}
+EXPORTED = {
+    "dpr-default",
+    "dpr-sum",
+    "dpr-markers",
+    "col-webis",
+    "col-colbertv2",
+    "splade-default",
+    "splade-mean",
+    "splade-no-doc-expansion",
+    "splade-static-query",
+    "splade-static-doc",
+    "unicoil",
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -47,3 +47,22 @@ def test_what_lir_writes_scores_alike_in_lightning_ir(kind, reference_backbone, 
     li = lightning_ir()
     theirs = (li.CrossEncoderModule if cross else li.BiEncoderModule)(model_name_or_path=str(directory)).eval()
     check_against(reference_scores(theirs), np.concatenate(rows))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"query_weighting": "static", "query_expansion": False}, {"doc_expansion": False, "add_marker_tokens": True}],
+    ids=["static-query", "no-doc-expansion-markers"],
+)
+def test_an_inference_free_splade_saved_by_lir_scores_alike_in_lightning_ir(options, reference_backbone, tmp_path):
+    """A Lightning IR SPLADE whose roles differ (static query weights; no document expansion) written back by
+    lir keeps those settings and tables: Lightning IR scores lir's save as it scored its own."""
+    from lir.train.module import BiEncoderModule
+    from lir.train.saving import save_lightning_ir
+    from tests.reference import build
+
+    expected = reference_scores(build(reference_backbone, tmp_path / "theirs", "SpladeConfig", options))
+    loaded = BiEncoderModule(str(tmp_path / "theirs")).loaded
+    directory = save_lightning_ir(loaded.model, loaded.tokenizer, tmp_path / "ours")
+    theirs = lightning_ir().BiEncoderModule(model_name_or_path=str(directory)).eval()
+    check_against(expected, reference_scores(theirs))

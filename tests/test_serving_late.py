@@ -1,8 +1,10 @@
-"""Multi-vector and sparse models through a real Triton server: every route equals the embedded engine."""
+"""Multi-vector (ColBERT, MVR) and sparse models through a real Triton server: every route equals the embedded
+engine."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
 
 import numpy as np
@@ -17,8 +19,26 @@ from tests.test_serving import _ports
 
 
 @pytest.fixture(scope="module")
-def server(late_repository):
-    triton = TritonServer(late_repository, **_ports()).start()
+def repository(late_repository, reference_backbone, scifact, tmp_path_factory):
+    """The late models plus a Lightning IR mvr (4 viewer tokens, markers) and an inference-free Lightning IR
+    SPLADE (static query weights: no query graph), exported beside them."""
+    from lir.export.bundle import export_model
+    from tests.reference import build
+
+    out = tmp_path_factory.mktemp("repo") / "late"
+    shutil.copytree(late_repository, out, symlinks=True)
+    checkpoint = tmp_path_factory.mktemp("ckpt") / "mvr"
+    build(reference_backbone, checkpoint, "MvrConfig", {"num_viewer_tokens": 4, "add_marker_tokens": True})
+    export_model(str(checkpoint), out, "mvr", parity_data=str(scifact), log=lambda _: None)
+    checkpoint = tmp_path_factory.mktemp("ckpt") / "splade-if"
+    build(reference_backbone, checkpoint, "SpladeConfig", {"query_weighting": "static", "query_expansion": False})
+    export_model(str(checkpoint), out, "splade-if", parity_data=str(scifact), log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    triton = TritonServer(repository, **_ports()).start()
     yield triton
     triton.stop()
 
@@ -50,6 +70,12 @@ def test_every_graph_is_served(server):
         "colbert.scorer": "READY",
         "splade": "READY",
         "splade.encoder": "READY",
+        "mvr": "READY",
+        "mvr.query_encoder": "READY",
+        "mvr.doc_encoder": "READY",
+        "mvr.scorer": "READY",
+        "splade-if": "READY",
+        "splade-if.encoder": "READY",
     }
 
 
@@ -110,7 +136,37 @@ def test_retriever_over_triton_ranks_like_embedded(server, late_repository, text
         np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-4)
 
 
+def test_mvr_over_triton_equals_embedded(server, repository, texts):
+    """The server inserts the viewer tokens as the manifest says: one query vector, 4 views per document."""
+    embedded = OnnxEngine(repository / "mvr")
+    queries = {"1": "protein folding", "2": "cancer risk"}
+    with TritonEngine(server.grpc_url, "mvr", "grpc", "text") as triton:
+        docs = triton.encode(texts, "doc", batch_size=5)
+        _assert_same(docs, embedded.encode(texts, "doc"))
+        _assert_same(triton.encode(list(queries.values()), "query"), embedded.encode(list(queries.values()), "query"))
+        index = build_index(embedded, docs, [f"d{i}" for i in range(len(texts))])
+        got, expected = Retriever(triton, index).search(queries, k=5), Retriever(embedded, index).search(queries, k=5)
+    assert set(docs.lengths) == {4}
+    for qid in queries:
+        assert list(got[qid]) == list(expected[qid])
+        np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-4)
+
+
 def test_sparse_outputs_are_compact(late_repository, texts):
     encoded = OnnxEngine(late_repository / "splade").encode_docs(texts)
     assert isinstance(encoded, SparseVectors)
     assert 0 < encoded.lengths.max() <= OnnxEngine(late_repository / "splade").manifest.top_k
+
+
+@pytest.mark.parametrize("route", [("grpc", "text"), ("http", "text"), ("grpc", "ids")])
+def test_inference_free_queries_over_triton_equal_embedded(server, repository, texts, route):
+    """Queries of an inference-free SPLADE are encoded from its weight table (on the server in text mode, here
+    in ids mode): the same terms and weights as the embedded engine, documents through the served graph."""
+    protocol, mode = route
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    embedded = OnnxEngine(repository / "splade-if")
+    queries = ["protein folding in cells", "does vitamin D lower cancer risk?"]
+    with TritonEngine(url, "splade-if", protocol, mode, model_dir=repository / "splade-if") as triton:
+        assert triton.fingerprint == embedded.fingerprint
+        _assert_same(triton.encode(queries, "query"), embedded.encode(queries, "query"))
+        _assert_same(triton.encode(texts[:8], "doc", batch_size=3), embedded.encode(texts[:8], "doc"))

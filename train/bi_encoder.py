@@ -69,8 +69,8 @@ class BiEncoderModel(nn.Module):
             return self.projection.out_features
         return int(self.backbone.config.hidden_size)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, L] ids and mask → [B, D] embeddings."""
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, role: str) -> torch.Tensor:
+        """[B, L] ids and mask → [B, D] embeddings (the same computation for both roles)."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         embedding = pool(hidden, attention_mask, self.config.pooling)
         if self.projection is not None:

@@ -2,7 +2,7 @@
 
 - sentence-transformers directories (`modules.json`: Transformer → Pooling → Dense* → Normalize);
 - Lightning IR checkpoints (`config.json` with `backbone_model_type`; old key names too): single-vector
-  here, `col` in `colbert_loaders`, `splade` in `splade_loaders`;
+  here, `col` in `colbert_loaders`, `mvr` in `mvr`, `splade` in `splade_loaders`, `unicoil` in `unicoil`;
 - colbert-ir checkpoints (`HF_ColBERT`, `artifact.metadata`) in `colbert_loaders`;
 - Hugging Face `*ForMaskedLM` checkpoints (naver/splade-v3) in `splade_loaders`;
 - other plain Hugging Face encoders (Lightning IR's single-vector defaults: mean pooling, dot product).
@@ -41,8 +41,8 @@ from lir.train.sparse import SparseModel
 
 SINGLE_VECTOR_TYPES = ("lir-dpr", "bi-encoder", "single-vector-bi-encoder")
 MULTI_VECTOR_TYPES = ("col", "mvr", "multi-vector-bi-encoder")
-SPARSE_TYPES = ("splade",)
-LATER_TYPES = ("coil", "unicoil")
+SPARSE_TYPES = ("splade", "unicoil")
+LATER_TYPES = ("coil",)
 CROSS_ENCODER_TYPES = ("mono", "set-encoder", "cross-encoder")
 LIR_CONFIG_KEYS = {
     "model_type",
@@ -92,8 +92,8 @@ class LoadedBiEncoder:
     backbone_type: str
 
 
-def load_bi_encoder(spec: str) -> LoadedBiEncoder:
-    """Load a bi-encoder of any family from a directory or a cached hub id, in eval mode.
+def load_bi_encoder(spec: str, revision: str | None = None) -> LoadedBiEncoder:
+    """Load a bi-encoder of any family from a directory or a hub id (at `revision`), in eval mode.
 
     The family comes from the files: Lightning IR checkpoints name it by `model_type` (old `bi-encoder`
     saves by an `mlm` projection or by having no pooling); colbert-ir checkpoints say `HF_ColBERT` or carry
@@ -101,9 +101,9 @@ def load_bi_encoder(spec: str) -> LoadedBiEncoder:
     taken as SPLADE (naver/splade-v3), any other as a mean-pooling single-vector encoder: so a raw masked
     LM such as bert-base-uncased loads as an (untrained) SPLADE model, not as a dense encoder.
     """
-    from lir.train import colbert_loaders, splade_loaders  # they import this module's helpers
+    from lir.train import colbert_loaders, mvr, splade_loaders, unicoil  # they import this module's helpers
 
-    path = resolve_model_path(spec)
+    path = resolve_model_path(spec, revision)
     kind = cross_encoder_kind(path)
     if kind is not None:
         raise LirError(
@@ -120,6 +120,9 @@ def load_bi_encoder(spec: str) -> LoadedBiEncoder:
                 "multi-vector": colbert_loaders.load_lightning_ir_col,
                 "sparse": splade_loaders.load_lightning_ir_splade,
             }[lightning_ir_family(config, path)]
+            loader = {"mvr": mvr.load_lightning_ir_mvr, "unicoil": unicoil.load_lightning_ir_unicoil}.get(
+                config.get("model_type"), loader
+            )
             loaded = loader(path, config, spec)
         elif "HF_ColBERT" in architectures or (path / "artifact.metadata").is_file():
             loaded = colbert_loaders.load_colbert_ir(path, config, spec)
@@ -133,19 +136,22 @@ def load_bi_encoder(spec: str) -> LoadedBiEncoder:
     return loaded
 
 
-def load_model(spec: str, t5_scoring: str | None = None) -> LoadedBiEncoder | LoadedCrossEncoder:
+def load_model(
+    spec: str, t5_scoring: str | None = None, revision: str | None = None
+) -> LoadedBiEncoder | LoadedCrossEncoder:
     """Load a bi-encoder of any family or a cross-encoder, whichever the checkpoint's files say it is.
-    `t5_scoring` ('mono' or 'rank') picks how a T5ForConditionalGeneration scores (see `load_cross_encoder`)."""
+    `t5_scoring` ('mono' or 'rank') picks how a T5ForConditionalGeneration scores (see `load_cross_encoder`);
+    `revision` pins a hub id's branch, tag or commit (see `lir.train.hub.resolve_model_path`)."""
     from lir.train.cross_loaders import load_cross_encoder  # it imports this module's helpers
 
-    if is_cross_encoder_checkpoint(spec):
-        return load_cross_encoder(spec, t5_scoring)
-    return load_bi_encoder(spec)
+    if is_cross_encoder_checkpoint(spec, revision):
+        return load_cross_encoder(spec, t5_scoring, revision)
+    return load_bi_encoder(spec, revision)
 
 
-def is_cross_encoder_checkpoint(spec: str | Path) -> bool:
-    """Whether a checkpoint (directory or cached hub id) holds a cross-encoder."""
-    return cross_encoder_kind(resolve_model_path(str(spec))) is not None
+def is_cross_encoder_checkpoint(spec: str | Path, revision: str | None = None) -> bool:
+    """Whether a checkpoint (directory or hub id) holds a cross-encoder."""
+    return cross_encoder_kind(resolve_model_path(str(spec), revision)) is not None
 
 
 def cross_encoder_kind(path: Path) -> str | None:
@@ -323,6 +329,19 @@ def _refuse_leftovers(rest: dict[str, torch.Tensor], where: Path) -> None:
         raise LirError(f"{where}: {len(rest)} tensors in the weights belong to nothing lir knows ({names})")
 
 
+def lightning_ir_text(config: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The text settings of a Lightning IR bi-encoder config: query and doc lengths (default 32 and 512, cut to
+    the backbone's position limit `fields`), the [QUE]/[DOC] markers and the similarity (default dot)."""
+    markers = MARKERS if config.get("add_marker_tokens") else (None, None)
+    return {
+        "query_length": _max_length(fields, config.get("query_length", 32)),
+        "doc_length": _max_length(fields, config.get("doc_length", 512)),
+        "query_marker": markers[0],
+        "doc_marker": markers[1],
+        "similarity": config.get("similarity_function") or "dot",
+    }
+
+
 def _max_length(fields: dict[str, Any], wanted: int | None) -> int:
     limit = int(fields.get("max_position_embeddings", 512))
     if fields.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
@@ -347,12 +366,8 @@ def _load_lightning_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedB
     markers = MARKERS if config.get("add_marker_tokens") else ()
     settings = SingleVectorConfig(
         pooling=pooling or ("first" if model_type == "lir-dpr" else "mean"),
-        similarity=config.get("similarity_function") or "dot",
         normalize=_dpr_normalize(config),
-        query_length=_max_length(fields, config.get("query_length", 32)),
-        doc_length=_max_length(fields, config.get("doc_length", 512)),
-        query_marker=markers[0] if markers else None,
-        doc_marker=markers[1] if markers else None,
+        **lightning_ir_text(config, fields),
     )
     tokenizer = load_tokenizer(path, markers)
     model = BiEncoderModel(backbone, settings, projection)

@@ -25,6 +25,7 @@ from lir.train.checkpoints import (
     _max_length,
     _refuse_leftovers,
     build_backbone,
+    lightning_ir_text,
     load_tokenizer,
     located,
     pad_token_id,
@@ -49,8 +50,6 @@ COLBERT_DEFAULTS: dict[str, Any] = {
 
 def load_lightning_ir_col(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
     """A Lightning IR `col` (or older multi-vector) checkpoint; unset fields take Lightning IR's defaults."""
-    if config.get("model_type") == "mvr":
-        raise LirError(f"{path}: Lightning IR mvr (multi-view viewer tokens) is not supported yet")
     if config.get("doc_expansion"):
         raise LirError(f"{path}: doc_expansion (document [MASK] expansion) is not supported (query expansion only)")
     doc_aggregation = config.get("doc_aggregation_function", "max")
@@ -77,13 +76,9 @@ def load_lightning_ir_col(path: Path, config: dict[str, Any], spec: str) -> Load
     expansion = expansion_token(tokenizer, path) if config.get("query_expansion") else None
     with located(path):
         settings = MultiVectorConfig(
-            similarity=config.get("similarity_function") or "dot",
             normalize=normalization == "l2" or config.get("normalize") is True,
             aggregation=config.get("query_aggregation_function") or "sum",
-            query_length=_max_length(fields, config.get("query_length", 32)),
-            doc_length=_max_length(fields, config.get("doc_length", 512)),
-            query_marker=markers[0] if markers else None,
-            doc_marker=markers[1] if markers else None,
+            **lightning_ir_text(config, fields),
             query_expansion_token=expansion,
             query_expansion_id=tokenizer.token_to_id(expansion) if expansion else None,
             attend_to_query_expansion=bool(config.get("attend_to_query_expanded_tokens", False)),

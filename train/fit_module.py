@@ -171,7 +171,7 @@ class BiEncoderFitModule(FitModule):
         ids, mask = batch.inputs[f"{role}_input_ids"], batch.inputs[f"{role}_attention_mask"]
         if self.model.family == "multi-vector":
             return self.model.encode(ids, mask, role)
-        return (self.model.encode(ids, mask),)
+        return (self.model.encode(ids, mask, role),)
 
     def block_scores(self, queries: Outputs, docs: Outputs) -> torch.Tensor:
         """[Q, N] scores of each query against its own N candidates (rows of `docs` query-major)."""

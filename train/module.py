@@ -51,7 +51,7 @@ class BiEncoderModule:
         ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
         if self.family == "multi-vector":
             return self.model.encode(ids, mask, role)
-        return (self.model.encode(ids, mask),)
+        return (self.model.encode(ids, mask, role),)
 
     def encode(self, texts: Sequence[str], role: str, batch_size: int = 32) -> Encoded:
         """Texts → the family's packed form (numpy): [N, D] array, `MultiVectors` or `SparseVectors`."""
@@ -96,7 +96,7 @@ class BiEncoderModule:
 
 def sparse_rows(dense: np.ndarray) -> SparseVectors:
     """The nonzero entries of [N, V] weights as `SparseVectors`."""
-    rows, cols = np.nonzero(dense > 0)
+    rows, cols = np.nonzero(dense)
     lengths = np.bincount(rows, minlength=len(dense))
     offsets = np.zeros(len(dense) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])

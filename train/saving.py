@@ -26,11 +26,13 @@ from lir.train.checkpoints import MARKERS
 from lir.train.colbert_loaders import expansion_token, unscored_ids
 from lir.train.cross_encoder import CrossEncoderModel, SetEncoderModel
 from lir.train.multi_vector import MultiVectorModel
+from lir.train.mvr import MvrModel
 from lir.train.sparse import SparseModel
 
 TOKENIZER_CLASSES = {
     "lir-dpr": "BiEncoderTokenizer",
     "col": "ColTokenizer",
+    "mvr": "MvrTokenizer",
     "splade": "SpladeTokenizer",
     "mono": "CrossEncoderTokenizer",
     "set-encoder": "SetEncoderTokenizer",
@@ -82,6 +84,8 @@ def family_settings(model: nn.Module, tokenizer: Tokenizer) -> tuple[Settings, T
     """Lightning IR's config keys and head tensors of a loaded or trained model."""
     if isinstance(model, BiEncoderModel):
         return _single_vector(model)
+    if isinstance(model, MvrModel):
+        return _mvr(model)
     if isinstance(model, MultiVectorModel):
         return _multi_vector(model, tokenizer)
     if isinstance(model, SparseModel):
@@ -156,6 +160,24 @@ def _multi_vector(model: MultiVectorModel, tokenizer: Tokenizer) -> tuple[Settin
     return settings, head
 
 
+def _mvr(model: MvrModel) -> tuple[Settings, Tensors]:
+    config = model.config
+    projection, head = _projection(model.projection)
+    settings = {
+        "model_type": "mvr",
+        "num_viewer_tokens": config.num_viewer_tokens,
+        "similarity_function": config.similarity,
+        "normalization_strategy": "l2" if config.normalize else None,
+        "doc_aggregation_function": "max",
+        "projection": projection,
+        "embedding_dim": model.embedding_dim,
+        "query_length": config.query_length,
+        "doc_length": config.doc_length,
+        "add_marker_tokens": _markers(config.query_marker, config.doc_marker),
+    }
+    return settings, head
+
+
 def _mask_tokens(ids: list[int], tokenizer: Tokenizer) -> str | list[str] | None:
     """The scoring-mask setting that gives back `ids`: None, "punctuation" or the list of tokens."""
     if not ids:
@@ -174,10 +196,10 @@ def _sparse(model: SparseModel) -> tuple[Settings, Tensors]:
         "model_type": "splade",
         "pooling_strategy": config.pooling,
         "sparsification_strategy": config.sparsification,
-        "query_weighting": "contextualized",
-        "doc_weighting": "contextualized",
-        "query_expansion": True,
-        "doc_expansion": True,
+        "query_weighting": config.query_weighting,
+        "doc_weighting": config.doc_weighting,
+        "query_expansion": config.query_expansion,
+        "doc_expansion": config.doc_expansion,
         "normalization_strategy": None,
         "similarity_function": "dot",
         "embedding_dim": model.embedding_dim,
@@ -192,6 +214,8 @@ def _sparse(model: SparseModel) -> tuple[Settings, Tensors]:
         "projection.predictions.transform.LayerNorm.bias": head.norm.bias,
         "projection.predictions.bias": head.bias,
     }
+    for role, table in model.static_weights.items():  # Lightning IR's torch.nn.Embedding(vocabulary, 1)
+        tensors[f"{role}_weights.weight"] = table[:, None]
     return settings, tensors
 
 

@@ -22,6 +22,7 @@ from lir.train.checkpoints import (
     _refuse_leftovers,
     build_backbone,
     lightning_ir_pooling,
+    lightning_ir_text,
     load_tokenizer,
     located,
     pad_token_id,
@@ -68,44 +69,38 @@ HEAD_LAYOUTS = (
 
 
 def load_lightning_ir_splade(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
-    """A Lightning IR `splade` checkpoint (or an old `bi-encoder` with an `mlm` projection)."""
-    _refuse_unimplemented(config, path)
+    """A Lightning IR `splade` checkpoint (or an old `bi-encoder` with an `mlm` projection).
+
+    Weighting and expansion per role are read where the config has `*_weighting` keys (Lightning IR 0.0.6).
+    Older configs say `doc_expansion: false` in ColBERT's sense ([MASK] padding), which SPLADE never did:
+    there it changes nothing. Normalization is ignored, as Lightning IR 0.0.6 ignores it."""
+    if "sparsification_strategy" in config and config["sparsification_strategy"] is None:
+        raise LirError(f"{path}: SPLADE sparsification_strategy null (raw, dense logits) is not supported")
     fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS}
     backbone_type = config["backbone_model_type"]
     backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
     head = mlm_head(backbone, rest, path)
+    static = {
+        role: _take(rest, f"{role}_weights.weight", path).reshape(-1)
+        for role in ("query", "doc")
+        if config.get(f"{role}_weighting") == "static"
+    }
     _refuse_leftovers(rest, path)
     markers = MARKERS if config.get("add_marker_tokens") else ()
+    weighted = "query_weighting" in config or "doc_weighting" in config
     with located(path):
         settings = SparseConfig(
-            query_length=_max_length(fields, config.get("query_length", 32)),
-            doc_length=_max_length(fields, config.get("doc_length", 512)),
-            query_marker=markers[0] if markers else None,
-            doc_marker=markers[1] if markers else None,
-            similarity=config.get("similarity_function") or "dot",
+            **lightning_ir_text(config, fields),
             sparsification=config.get("sparsification_strategy") or config.get("sparsification") or "relu_log",
             pooling=lightning_ir_pooling(config, path) or "max",
+            query_weighting=config.get("query_weighting", "contextualized"),
+            doc_weighting=config.get("doc_weighting", "contextualized"),
+            query_expansion=config.get("query_expansion", True) if weighted else True,
+            doc_expansion=config.get("doc_expansion", True) if weighted else True,
         )
+        model = SparseModel(backbone, settings, head, static)
     tokenizer = load_tokenizer(path, markers)
-    model = SparseModel(backbone, settings, head)
     return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
-
-
-def _refuse_unimplemented(config: dict[str, Any], path: Path) -> None:
-    """Refuse, naming the option, what a Lightning IR SPLADE config asks for that lir does not compute.
-
-    `query_weighting` / `doc_weighting` other than `contextualized` (static: inference-free; null: a bag of
-    words) and, in configs that have those keys (Lightning IR 0.0.6), `*_expansion: false` (only the text's
-    own terms). Older configs say `doc_expansion: false` in ColBERT's sense ([MASK] padding), which SPLADE
-    never did: there it changes nothing. Normalization is ignored, as Lightning IR 0.0.6 ignores it."""
-    for role in ("query", "doc"):
-        key = f"{role}_weighting"
-        if key in config and config[key] != "contextualized":
-            kind = "static (inference-free)" if config[key] == "static" else repr(config[key])
-            raise LirError(f"{path}: SPLADE {key} {kind} is not supported yet (contextualized only)")
-        expansion = f"{role}_expansion"
-        if key in config and config.get(expansion, True) is False:
-            raise LirError(f"{path}: SPLADE {expansion} false (only the text's own terms) is not supported yet")
 
 
 def load_masked_lm(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:

@@ -1,10 +1,16 @@
-"""monoT5 and RankT5 cross-encoders: a `T5ForConditionalGeneration` scored by one decoder step.
+"""monoT5 and RankT5 cross-encoders: a T5 encoder, one decoder step and a small linear head.
 
 The pair `Query: q Document: d Relevant: </s>` (RankT5: without `Relevant:`) goes through the encoder; the
-decoder reads the start token (id 0) once. monoT5 scores log-softmax over the logits of `▁false` and `▁true`
-(the true entry); RankT5 scores the raw logit of `<extra_id_10>`. Only those rows of the LM head are computed:
-the same numbers as the full vocabulary projection, at a fraction of the cost (and export size, once the
-row gather is constant-folded).
+decoder reads the start token (id 0) once. Two layouts share the model:
+
+- `T5ForConditionalGeneration` (castorini's monoT5, RankT5): the head is the scoring's rows of the LM head
+  (`▁false`, `▁true` for mono: log-softmax, the true entry; `<extra_id_10>` for rank: the raw logit), after
+  the d_model^-0.5 rescaling that T5 applies before a tied LM head only. Only those rows are computed: the
+  same numbers as the full vocabulary projection, at a fraction of the cost and export size;
+- Lightning IR `mono` on a T5 backbone (its `MonoT5Model`, a `T5Model`): the head is the saved `linear`
+  (+ bias), always after the d_model^-0.5 rescaling (its `ScaleLinear`, tied embeddings or not), and the
+  decoder state is pooled as Lightning IR pools it. With `linear` = the rows of `shared` (what its hub
+  mappings do) it scores exactly as the first layout on tied-embedding T5.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import T5Config, T5ForConditionalGeneration, T5Model
 
 from lir.errors import LirError
+from lir.manifest import DOC, QUERY
 from lir.train.checkpoints import load_tokenizer, pad_token_id, read_weights
-from lir.train.cross_encoder import CrossEncoderConfig, LoadedCrossEncoder, logits_to_scores
+from lir.train.cross_encoder import CrossEncoderConfig, LoadedCrossEncoder, _check_head, logits_to_scores
+from lir.train.pooling import pool
 
 SCORE_TOKENS = {"mono": ("▁false", "▁true"), "rank": ("<extra_id_10>",)}
 """The vocabulary rows each scoring reads, by token string (T5's ids: 6136, 1176; 32089)."""
@@ -27,6 +35,14 @@ TEMPLATES = {
     "mono": ["Query:", "{query}", "Document:", "{doc}", "Relevant:", "</s>"],
     "rank": ["Query:", "{query}", "Document:", "{doc}", "</s>"],
 }
+LIGHTNING_IR_PIECES = {
+    "Query:": ("▁", "Query", ":"),
+    "Document:": ("▁Document", ":"),
+    "Relevant:": ("▁Relevan", "t", ":"),
+    "</s>": ("</s>",),
+}
+"""What Lightning IR 0.0.6 writes for each text part of TEMPLATES: vocabulary pieces looked up by string (its
+hard-coded T5 post-processor template; a piece the vocabulary lacks would become <unk>)."""
 EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 """T5's input embedding matrix under each of its names; a checkpoint saves at least one of them."""
 IGNORED = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
@@ -34,17 +50,22 @@ IGNORED = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weig
 
 
 class T5CrossEncoderModel(nn.Module):
-    """Scores (query, document) token sequences with a T5 encoder and one decoder step."""
+    """Scores (query, document) token sequences with a T5 encoder, one decoder step and `head(state · scale)`.
+
+    The one decoder state is pooled with the encoder's mask, as Lightning IR does: `first`, `mean` and `max`
+    give the state itself, `sum` the state times the number of pair tokens."""
 
     family = "cross-encoder"
 
-    def __init__(self, backbone: T5ForConditionalGeneration, config: CrossEncoderConfig, token_ids: list[int]) -> None:
+    def __init__(
+        self, backbone: T5Model | T5ForConditionalGeneration, config: CrossEncoderConfig, head: nn.Linear, scale: float
+    ) -> None:
         super().__init__()
-        if len(token_ids) != len(SCORE_TOKENS[config.scoring]):
-            raise LirError(f"{config.scoring} scoring reads {len(SCORE_TOKENS[config.scoring])} vocabulary rows")
+        _check_head(head, config.scoring)
         self.backbone = backbone
         self.config = config
-        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), persistent=False)
+        self.head = head
+        self.scale = scale
 
     def forward(
         self,
@@ -59,10 +80,9 @@ class T5CrossEncoderModel(nn.Module):
         start = torch.full_like(input_ids[:, :1], t5.config.decoder_start_token_id)
         decoded = t5.decoder(
             input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state[:, 0]
-        if t5.config.tie_word_embeddings:
-            decoded = decoded * t5.model_dim**-0.5  # as T5ForConditionalGeneration before its tied LM head
-        return logits_to_scores(decoded @ t5.lm_head.weight[self.token_ids].T, self.config.scoring)
+        ).last_hidden_state
+        pooled = pool(decoded, attention_mask, self.config.pooling)
+        return logits_to_scores(self.head(pooled * self.scale), self.config.scoring)
 
 
 def score_token_ids(tokenizer: Tokenizer, scoring: str, where: Path) -> list[int]:
@@ -76,16 +96,54 @@ def score_token_ids(tokenizer: Tokenizer, scoring: str, where: Path) -> list[int
     return ids
 
 
-def build_t5(config: dict[str, Any], weights: dict[str, torch.Tensor], where: Path) -> T5ForConditionalGeneration:
-    """A `T5ForConditionalGeneration` from config.json fields and safetensors weights (tied names resolved)."""
+def lm_head_rows(t5: T5ForConditionalGeneration, token_ids: list[int]) -> nn.Linear:
+    """The LM head's rows of `token_ids` as a linear layer without bias."""
+    rows = t5.lm_head.weight.detach()[token_ids]
+    head = nn.Linear(rows.shape[1], rows.shape[0], bias=False)
+    with torch.no_grad():
+        head.weight.copy_(rows)
+    return head
+
+
+def lightning_ir_template_tokens(tokenizer: Tokenizer, scoring: str, where: Path) -> int:
+    """The number of template tokens, once each text part of the scoring's template is found to encode to the
+    pieces Lightning IR writes for it (else a one-line error: lir would feed the model other ids)."""
+    count = 0
+    for part in TEMPLATES[scoring]:
+        if part in (QUERY, DOC):
+            continue
+        pieces = LIGHTNING_IR_PIECES[part]
+        ids = [tokenizer.token_to_id(piece) for piece in pieces]
+        if None in ids:
+            missing = pieces[ids.index(None)]
+            raise LirError(
+                f"{where}: the vocabulary lacks {missing!r}, which Lightning IR's T5 template reads as <unk>"
+            )
+        found = tokenizer.encode(part, add_special_tokens=False)
+        if found.ids != ids:
+            raise LirError(
+                f"{where}: the tokenizer splits {part!r} into {found.tokens}, not into Lightning IR's template "
+                f"pieces {list(pieces)}"
+            )
+        count += len(ids)
+    return count
+
+
+def build_t5(
+    config: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    where: Path,
+    model_class: type[T5Model] | type[T5ForConditionalGeneration] = T5ForConditionalGeneration,
+) -> T5Model | T5ForConditionalGeneration:
+    """A `model_class` T5 from config.json fields and safetensors weights (tied names resolved)."""
     fields = {k: v for k, v in config.items() if k not in ("model_type", "query_length", "doc_length")}
     if fields.get("decoder_start_token_id") is None:
         fields["decoder_start_token_id"] = 0  # T5 starts decoding with <pad>
     try:
-        model = T5ForConditionalGeneration(T5Config(**fields))
+        model = model_class(T5Config(**fields))
     except (TypeError, ValueError) as exc:
         raise LirError(f"{where}: config.json is not a usable T5 config ({exc})") from None
-    tied = EMBEDDINGS + (("lm_head.weight",) if model.config.tie_word_embeddings else ())
+    tied = EMBEDDINGS + (("lm_head.weight",) if hasattr(model, "lm_head") and model.config.tie_word_embeddings else ())
     if not any(name in weights for name in tied):
         raise LirError(f"{where}: the weights lack T5's embedding matrix (shared.weight)")
     try:
@@ -120,5 +178,6 @@ def load_t5_cross_encoder(path: Path, config: dict[str, Any], spec: str, scoring
         pooling="first",
         scoring=scoring,
     )
-    model = T5CrossEncoderModel(backbone, settings, token_ids)
+    scale = backbone.model_dim**-0.5 if backbone.config.tie_word_embeddings else 1.0  # as before its LM head
+    model = T5CrossEncoderModel(backbone, settings, lm_head_rows(backbone, token_ids), scale)
     return LoadedCrossEncoder(model, tokenizer, pad_token_id(tokenizer, config), spec, "t5", "t5")

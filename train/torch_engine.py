@@ -102,10 +102,11 @@ class TorchEngine(Engine):
         if self.family == "multi-vector":
             vectors, scoring = self.model.encode(ids, mask, role)
             return {"embeddings": self._vectors(vectors), "scoring_mask": scoring.cpu().numpy()}
-        encoded = self.model.encode(ids, mask)
-        if self.family == "sparse":
-            count = max(int((encoded > 0).sum(dim=-1).max()), 1)
-            weights, term_ids = torch.topk(encoded.float(), count, dim=-1)
+        encoded = self.model.encode(ids, mask, role)
+        if self.family == "sparse":  # every nonzero term (static weights may be negative)
+            count = max(int((encoded != 0).sum(dim=-1).max()), 1)
+            term_ids = torch.topk(encoded.abs().float(), count, dim=-1).indices
+            weights = encoded.float().gather(1, term_ids)
             return {"term_ids": term_ids.cpu().numpy(), "weights": weights.cpu().numpy()}
         return {"embeddings": self._vectors(encoded)}
 
