@@ -32,8 +32,9 @@ def checkpoints(work: Path, corpus: list[str]) -> dict[str, Path]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from lir.train.initialize import SpladeConfig, initialize
+    from lir.train.initialize import initialize
     from lir.train.saving import save_lightning_ir
+    from lir.train.sparse import SpladeConfig
 
     torch.manual_seed(0)
     loaded = initialize(BACKBONE, SpladeConfig())

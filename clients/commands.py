@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import click
 
 from lir.clients.engine import Engine
 from lir.clients.engines import open_engine
@@ -14,132 +17,143 @@ from lir.clients.indexes import check_index_output, open_index
 from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever, write_index
 from lir.collections import iter_docs, read_qrels_spec, read_queries
-from lir.errors import LirError
+from lir.errors import LirError, run_command
 from lir.files import check_not_an_input, check_output_file
 from lir.metrics import DEFAULT_MEASURES, evaluate, format_table
 from lir.trec import read_run, write_run
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the client subcommands to the `lir` parser."""
-    index = sub.add_parser(
-        "index",
-        help="encode a corpus and write an index",
-        description="Encode a corpus with an exported model and write the index of its family: a Faiss index "
-        "(single-vector), token vectors (multi-vector) or an inverted index (sparse).",
-    )
-    engine_options(index, required=True)
-    index.add_argument("--corpus", required=True, help="BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
-    index.add_argument("--output", required=True, help="index folder to write")
-    index.add_argument(
-        "--factory",
-        help="index spec: a Faiss factory string for single-vector models (default Flat, exact); for multi-vector "
-        "models exact (default) or a Faiss factory over token vectors for candidates (e.g. IVF1024,Flat); for "
-        "sparse models the impact precision float32 (default, exact), float16 or uint8",
-    )
-    index.add_argument("--overwrite", action="store_true", help="replace an existing index")
-    index.set_defaults(handler=run_index)
-
-    search = sub.add_parser(
-        "search",
-        help="search an index and write a TREC run",
-        description="Encode queries, search an index written by `lir index`, write a TREC run file.",
-    )
-    engine_options(search, required=False)
-    search.add_argument("--index", required=True, help="index folder written by `lir index`")
-    search.add_argument("--queries", required=True, help="BEIR folder, .jsonl, .tsv, or an ir_datasets id")
-    search.add_argument("--split", help="with a BEIR folder: keep the queries judged in this split (e.g. test)")
-    search.add_argument("--output", required=True, help="TREC run file to write")
-    search.add_argument("-k", "--k", type=positive, default=100, help="documents per query (default: %(default)s)")
-    search.add_argument(
-        "--search-params",
-        help="search parameters, e.g. nprobe=16 or efSearch=128 (Faiss); multi-vector also token_k=…,candidates=…",
-    )
-    search.set_defaults(handler=run_search)
-
-    evaluation = sub.add_parser(
-        "evaluate", help="score a TREC run against qrels", description="Evaluate a TREC run with ir_measures."
-    )
-    evaluation.add_argument("--run", required=True, help="TREC run file")
-    evaluation.add_argument("--qrels", required=True, help="qrels file, BEIR folder (+ --split), or ir_datasets id")
-    evaluation.add_argument("--split", help="with a BEIR folder: the qrels split (e.g. test)")
-    evaluation.add_argument(
-        "--metrics", nargs="+", default=list(DEFAULT_MEASURES), help="ir_measures strings (default: %(default)s)"
-    )
-    evaluation.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    evaluation.set_defaults(handler=run_evaluate)
+F = TypeVar("F", bound=Callable[..., int])
+POSITIVE = click.IntRange(min=1)
+VARIANTS = ("fp32", "int8", "fp16")
 
 
-def positive(text: str) -> int:
-    """An argparse type: a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
+class ClientCommand(click.Command):
+    """A client command: its callback runs through `run_command` (one line on stderr and exit 1 on an error,
+    130 on Ctrl-C), named as the user called it (`lir re-rank`)."""
+
+    def invoke(self, ctx: click.Context) -> int:
+        invoke = super().invoke
+        return run_command(ctx.command_path, lambda: invoke(ctx))
 
 
-def engine_options(parser: argparse.ArgumentParser, required: bool) -> None:
+def engine_options(required: bool) -> Callable[[F], F]:
     """--engine, --variant, --device and --batch-size."""
-    parser.add_argument(
-        "--engine",
-        required=required,
-        help="onnx:MODEL_DIR or MODEL_DIR (embedded onnxruntime), triton://HOST:PORT/MODEL (gRPC) or "
-        "triton+http://HOST:PORT/MODEL"
-        + ("" if required else "; default: the local model directory that built the index (never a server)"),
-    )
-    parser.add_argument(
-        "--variant",
-        choices=("fp32", "int8", "fp16"),
-        help="graph variant (default: " + ("fp32)" if required else "the one that built the index)"),
-    )
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default: %(default)s")
-    parser.add_argument("--batch-size", type=positive, default=32, help="texts per batch (default: %(default)s)")
+    options = [
+        click.option(
+            "--engine",
+            required=required,
+            help="onnx:MODEL_DIR or MODEL_DIR (embedded onnxruntime), triton://HOST:PORT/MODEL (gRPC) or "
+            "triton+http://HOST:PORT/MODEL"
+            + ("" if required else "; default: the local model directory that built the index (never a server)"),
+        ),
+        click.option(
+            "--variant",
+            type=click.Choice(VARIANTS),
+            default="fp32" if required else None,
+            help="graph variant" + ("" if required else " (default: the one that built the index)"),
+        ),
+        click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", help="where the model runs"),
+        click.option("--batch-size", type=POSITIVE, default=32, help="texts per batch"),
+    ]
+
+    def add(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
 
 
-def run_index(args: argparse.Namespace) -> int:
-    check_index_output(args.output, args.overwrite, [args.corpus])
-    variant = args.variant or "fp32"
-    with open_engine(args.engine, variant, args.device) as engine:
-        docs = list(iter_docs(args.corpus))
+@click.command(
+    cls=ClientCommand,
+    short_help="encode a corpus and write an index",
+    help="Encode a corpus with an exported model and write the index of its family: a Faiss index "
+    "(single-vector), token vectors (multi-vector) or an inverted index (sparse).",
+)
+@engine_options(required=True)
+@click.option("--corpus", required=True, help="BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
+@click.option("--output", required=True, help="index folder to write")
+@click.option(
+    "--factory",
+    help="index spec: a Faiss factory string for single-vector models (default Flat, exact); for multi-vector "
+    "models exact (default) or a Faiss factory over token vectors for candidates (e.g. IVF1024,Flat); for "
+    "sparse models the impact precision float32 (default, exact), float16 or uint8",
+)
+@click.option("--overwrite", is_flag=True, help="replace an existing index")
+def index(
+    engine: str,
+    variant: str,
+    device: str,
+    batch_size: int,
+    corpus: str,
+    output: str,
+    factory: str | None,
+    overwrite: bool,
+) -> int:
+    """`lir index`."""
+    check_index_output(output, overwrite, [corpus])
+    with open_engine(engine, variant, device) as model:
+        docs = list(iter_docs(corpus))
         if not docs:
-            raise LirError(f"{args.corpus} holds no documents")
-        directory = str(engine.directory.resolve()) if engine.directory else None
-        built_by = {"url": args.engine, "directory": directory, "variant": variant}
-        print(write_index(engine, docs, args.output, built_by, args.factory, args.overwrite, args.batch_size))
+            raise LirError(f"{corpus} holds no documents")
+        directory = str(model.directory.resolve()) if model.directory else None
+        built_by = {"url": engine, "directory": directory, "variant": variant}
+        print(write_index(model, docs, output, built_by, factory, overwrite, batch_size))
     return 0
 
 
-def run_search(args: argparse.Namespace) -> int:
-    check_output_file(args.output)
-    check_not_an_input(args.output, [args.queries])
-    index = open_index(args.index)
-    if args.search_params:
-        index.set_search_parameters(args.search_params)
-    built_by = index.info.get("engine") or {}
-    variant = index_variant(built_by, args.variant)
-    queries = read_queries(args.queries, args.split)
-    if not queries:
-        raise LirError(f"{args.queries} holds no queries" + (f" for split {args.split}" if args.split else ""))
-    with index_engine(args.index, built_by, args.engine, variant, args.device) as engine:
-        check_doc_graph(built_by, variant, engine)
-        retriever = Retriever(engine, index)
+@click.command(
+    cls=ClientCommand,
+    short_help="search an index and write a TREC run",
+    help="Encode queries, search an index written by `lir index`, write a TREC run file.",
+)
+@engine_options(required=False)
+@click.option("--index", "index_dir", required=True, help="index folder written by `lir index`")
+@click.option("--queries", required=True, help="BEIR folder, .jsonl, .tsv, or an ir_datasets id")
+@click.option("--split", help="with a BEIR folder: keep the queries judged in this split (e.g. test)")
+@click.option("--output", required=True, help="TREC run file to write")
+@click.option("-k", "--k", "k", type=POSITIVE, default=100, help="documents per query")
+@click.option(
+    "--search-params",
+    help="search parameters, e.g. nprobe=16 or efSearch=128 (Faiss); multi-vector also token_k=…,candidates=…",
+)
+def search(
+    engine: str | None,
+    variant: str | None,
+    device: str,
+    batch_size: int,
+    index_dir: str,
+    queries: str,
+    split: str | None,
+    output: str,
+    k: int,
+    search_params: str | None,
+) -> int:
+    """`lir search`."""
+    check_output_file(output)
+    check_not_an_input(output, [queries])
+    found = open_index(index_dir)
+    if search_params:
+        found.set_search_parameters(search_params)
+    built_by = found.info.get("engine") or {}
+    variant = index_variant(built_by, variant)
+    texts = read_queries(queries, split)
+    if not texts:
+        raise LirError(f"{queries} holds no queries" + (f" for split {split}" if split else ""))
+    with index_engine(index_dir, built_by, engine, variant, device) as model:
+        check_doc_graph(built_by, variant, model)
+        retriever = Retriever(model, found)
         start = time.perf_counter()
-        run = retriever.search(queries, k=args.k, batch_size=args.batch_size)
+        run = retriever.search(texts, k=k, batch_size=batch_size)
         seconds = time.perf_counter() - start
-    write_run(args.output, run, system=index.info.get("model", {}).get("model", "lir"))
-    print(
-        f"searched {len(queries)} queries in {seconds:.2f} s ({1000 * seconds / len(queries):.2f} ms/query) "
-        f"→ {args.output}"
-    )
+    write_run(output, run, system=found.info.get("model", {}).get("model", "lir"))
+    print(f"searched {len(texts)} queries in {seconds:.2f} s ({1000 * seconds / len(texts):.2f} ms/query) → {output}")
     return 0
 
 
 def index_variant(built_by: dict, asked: str | None) -> str:
     """The variant that searches an index: the one that built it unless asked otherwise (then a warning)."""
-    built = built_by.get("variant") if built_by.get("variant") in ("fp32", "int8", "fp16") else None
+    built = built_by.get("variant") if built_by.get("variant") in VARIANTS else None
     if asked and built and asked != built:
         print(f"lir search: warning: the index was built with {built} graphs, queries use {asked}", file=sys.stderr)
     return asked or built or "fp32"
@@ -165,9 +179,43 @@ def index_engine(index: str, built_by: dict, url: str | None, variant: str, devi
     raise LirError(f"{index} records no local model directory that exists: pass --engine")
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    results = evaluate(read_run(args.run), read_qrels_spec(args.qrels, args.split), args.metrics)
-    if args.json:
+class _Evaluate(ClientCommand):
+    """`--metrics A B C` as well as `--metrics A --metrics B`: each word after `--metrics` up to the next option
+    is one measure."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        spread: list[str] = []
+        taking = False  # the words since `--metrics`
+        for arg in args:
+            taking = taking and not arg.startswith("-")
+            if taking and spread[-1] != "--metrics":
+                spread.append("--metrics")
+            spread.append(arg)
+            taking = taking or arg == "--metrics"
+        return super().parse_args(ctx, spread)
+
+
+@click.command(
+    "evaluate",
+    cls=_Evaluate,
+    short_help="score a TREC run against qrels",
+    help="Evaluate a TREC run with ir_measures.",
+)
+@click.option("--run", required=True, help="TREC run file")
+@click.option("--qrels", required=True, help="qrels file, BEIR folder (+ --split), or ir_datasets id")
+@click.option("--split", help="with a BEIR folder: the qrels split (e.g. test)")
+@click.option(
+    "--metrics",
+    "measures",
+    multiple=True,
+    default=DEFAULT_MEASURES,
+    help="ir_measures strings, one or more: --metrics nDCG@10 AP",
+)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def evaluation(run: str, qrels: str, split: str | None, measures: tuple[str, ...], as_json: bool) -> int:
+    """`lir evaluate`."""
+    results = evaluate(read_run(run), read_qrels_spec(qrels, split), list(measures))
+    if as_json:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:

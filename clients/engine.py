@@ -2,8 +2,8 @@
 the graphs (embedded or Triton).
 
 Encodings are the model family's packed form (`lir.vectors`): an [N, D] array (single-vector),
-`MultiVectors` (multi-vector) or `SparseVectors` (sparse). Cross-encoders do not encode texts alone:
-`score_pairs` gives one float32 score per pair.
+`MultiVectors` (multi-vector), `SparseVectors` (sparse) or `CoilVectors` (coil). Cross-encoders do not encode
+texts alone: `score_pairs` gives one float32 score per pair.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ class Engine(ABC):
     def aggregation(self) -> str | None:
         """How a multi-vector model aggregates query tokens (`sum` or `mean`); None otherwise."""
         return self.manifest.aggregation
+
+    @property
+    def doc_aggregation(self) -> str | None:
+        """How a COIL model aggregates document tokens per query token (`max`, `sum` or `mean`); None otherwise."""
+        return self.manifest.doc_aggregation
 
     @property
     def listwise(self) -> bool:

@@ -1,9 +1,9 @@
 """What every lir index folder shares, and `open_index` to read any of them.
 
 An index folder holds its arrays (`.npy`, or a Faiss file), `doc_ids.json` (the id of each row) and
-`index.json`: the format (`lir-dense-index`, `lir-multi-vector-index`, `lir-sparse-index`), the
-version, what built it, and the SHA-256 of every other file. Folders are written atomically (a
-staging folder renamed into place) and verified on load: a file that does not match its checksum is
+`index.json`: the format (`lir-dense-index`, `lir-multi-vector-index`, `lir-sparse-index`,
+`lir-coil-index`), the version, what built it, and the SHA-256 of every other file. Folders are written
+atomically (a staging folder renamed into place) and verified on load: a file that does not match its checksum is
 refused. Arrays are memory-mapped on load.
 
 The modules that load Faiss first set `OMP_WAIT_POLICY=PASSIVE` unless it is set: by default Faiss's
@@ -37,12 +37,13 @@ from lir.files import (
 from lir.trec import check_id
 
 if TYPE_CHECKING:
+    from lir.clients.coil_index import CoilIndex
     from lir.clients.dense_index import DenseIndex
     from lir.clients.multi_vector_index import MultiVectorIndex
     from lir.clients.sparse_index import SparseIndex
 
 INFO_FILE, IDS_FILE = "index.json", "doc_ids.json"
-FORMATS = ("lir-dense-index", "lir-multi-vector-index", "lir-sparse-index")
+FORMATS = ("lir-dense-index", "lir-multi-vector-index", "lir-sparse-index", "lir-coil-index")
 is_index = owned_by(INFO_FILE, FORMATS)
 """Whether a folder is a lir index (only those are replaced by --overwrite)."""
 
@@ -215,15 +216,16 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return chosen[np.argsort(-scores[chosen], kind="stable")]
 
 
-def open_index(directory: str | Path, verify: bool = True) -> DenseIndex | MultiVectorIndex | SparseIndex:
+def open_index(directory: str | Path, verify: bool = True) -> DenseIndex | MultiVectorIndex | SparseIndex | CoilIndex:
     """Load any lir index folder, by the format its index.json records."""
+    from lir.clients.coil_index import CoilIndex
     from lir.clients.dense_index import DenseIndex
     from lir.clients.multi_vector_index import MultiVectorIndex
     from lir.clients.sparse_index import SparseIndex
 
     folder = Path(directory)
     fmt = read_info(folder).get("format")
-    for cls in (DenseIndex, MultiVectorIndex, SparseIndex):
+    for cls in (DenseIndex, MultiVectorIndex, SparseIndex, CoilIndex):
         if fmt == cls.FORMAT:
             return cls.load(folder, verify=verify)
     raise LirError(f"{folder} holds an index of unknown format {fmt!r}")

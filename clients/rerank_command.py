@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from lir.clients.commands import engine_options, positive
+import click
+
+from lir.clients.commands import POSITIVE, ClientCommand, engine_options
 from lir.clients.engines import open_engine
 from lir.clients.reranker import Reranker, ranked
 from lir.collections import Candidates, read_candidates, read_docs, read_queries
@@ -14,58 +15,74 @@ from lir.files import check_not_an_input, check_output_file
 from lir.trec import read_run, write_run
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `lir rerank` (alias `lir re-rank`) to the `lir` parser."""
-    rerank = sub.add_parser(
-        "rerank",
-        aliases=["re-rank"],
-        help="re-rank a run's candidates and write a new TREC run",
-        description="Re-score the top candidates of each query with an exported cross-encoder (pairs scored "
-        "jointly) or bi-encoder (query and candidates encoded, scored by the model's similarity) and write "
-        "them as a TREC run. Candidates come from a TREC run plus query and document texts, or from one TSV.",
-    )
-    engine_options(rerank, required=True)
-    source = rerank.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="TREC run of the first stage (with --queries and --docs)")
-    source.add_argument(
-        "--candidates",
-        help="TSV whose header names the query id, query, doc id and passage columns "
-        "(e.g. qid query docid rank score passage), candidates best first",
-    )
-    rerank.add_argument("--queries", help="with --run: BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
-    rerank.add_argument("--split", help="with a BEIR folder of queries: keep those judged in this split")
-    rerank.add_argument("--docs", help="with --run: BEIR folder, .jsonl, .tsv, or an ir_datasets id")
-    rerank.add_argument(
-        "--depth", type=positive, default=100, help="candidates re-ranked per query (default: %(default)s)"
-    )
-    rerank.add_argument("--output", required=True, help="TREC run file to write")
-    rerank.set_defaults(handler=run_rerank)
+class _Rerank(ClientCommand):
+    """`lir rerank` takes its candidates from exactly one of --run and --candidates (a usage error else)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        given = sum(ctx.params.get(name) is not None for name in ("run", "candidates"))
+        if given != 1 and not ctx.resilient_parsing:
+            problem = "Missing option '--run' or '--candidates'." if given == 0 else "--run excludes --candidates."
+            raise click.UsageError(problem, ctx)
+        return rest
 
 
-def run_rerank(args: argparse.Namespace) -> int:
-    check_output_file(args.output)
-    check_not_an_input(args.output, [args.run, args.candidates, args.queries, args.docs])
-    if args.run:
-        if not args.queries or not args.docs:
+@click.command(
+    cls=_Rerank,
+    short_help="re-rank a run's candidates, write a new TREC run (alias: re-rank)",
+    help="Re-score the top candidates of each query with an exported cross-encoder (pairs scored jointly) or "
+    "bi-encoder (query and candidates encoded, scored by the model's similarity) and write them as a TREC run. "
+    "Candidates come from a TREC run plus query and document texts, or from one TSV.",
+)
+@engine_options(required=True)
+@click.option("--run", help="TREC run of the first stage (with --queries and --docs)")
+@click.option(
+    "--candidates",
+    help="TSV whose header names the query id, query, doc id and passage columns "
+    "(e.g. qid query docid rank score passage), candidates best first",
+)
+@click.option("--queries", help="with --run: BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
+@click.option("--split", help="with a BEIR folder of queries: keep those judged in this split")
+@click.option("--docs", help="with --run: BEIR folder, .jsonl, .tsv, or an ir_datasets id")
+@click.option("--depth", type=POSITIVE, default=100, help="candidates re-ranked per query")
+@click.option("--output", required=True, help="TREC run file to write")
+def rerank(
+    engine: str,
+    variant: str,
+    device: str,
+    batch_size: int,
+    run: str | None,
+    candidates: str | None,
+    queries: str | None,
+    split: str | None,
+    docs: str | None,
+    depth: int,
+    output: str,
+) -> int:
+    """`lir rerank` (alias `lir re-rank`)."""
+    check_output_file(output)
+    check_not_an_input(output, [run, candidates, queries, docs])
+    if run:
+        if not queries or not docs:
             raise LirError("--run needs --queries and --docs (the texts of its queries and documents)")
-        queries, candidates = run_candidates(args.run, args.queries, args.docs, args.depth, args.split)
+        texts, found = run_candidates(run, queries, docs, depth, split)
     else:
-        if args.queries or args.docs:
+        if queries or docs:
             raise LirError("--candidates holds the query and passage texts: drop --queries and --docs")
-        queries, candidates = read_candidates(args.candidates)
-    if not candidates:
-        raise LirError(f"{args.run or args.candidates} holds no candidates")
-    with open_engine(args.engine, args.variant or "fp32", args.device) as engine:
-        reranker = Reranker(engine, batch_size=args.batch_size, progress=True)
+        texts, found = read_candidates(candidates)
+    if not found:
+        raise LirError(f"{run or candidates} holds no candidates")
+    with open_engine(engine, variant, device) as model:
+        reranker = Reranker(model, batch_size=batch_size, progress=True)
         start = time.perf_counter()
-        run = reranker.rerank_run(queries, candidates, args.depth)
+        reranked = reranker.rerank_run(texts, found, depth)
         seconds = time.perf_counter() - start
-        system = engine.fingerprint["model"]
-    write_run(args.output, run, system=system)
-    pairs = sum(len(scores) for scores in run.values())
+        system = model.fingerprint["model"]
+    write_run(output, reranked, system=system)
+    pairs = sum(len(scores) for scores in reranked.values())
     print(
-        f"re-ranked {pairs} candidates of {len(run)} queries in {seconds:.2f} s ({pairs / seconds:.1f} pairs/s, "
-        f"{1000 * seconds / len(run):.1f} ms/query) → {args.output}"
+        f"re-ranked {pairs} candidates of {len(reranked)} queries in {seconds:.2f} s ({pairs / seconds:.1f} pairs/s, "
+        f"{1000 * seconds / len(reranked):.1f} ms/query) → {output}"
     )
     return 0
 

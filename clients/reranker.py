@@ -4,7 +4,7 @@
 Cross-encoders score every (query, candidate) pair in one `score_pairs` call (a listwise model's groups
 are the queries). Bi-encoders re-rank too: each distinct query and candidate text is encoded once, then
 scored by the family's rule: the dot product of vectors (cosine models export L2-normalized vectors),
-MaxSim late interaction with the model's aggregation, or the sparse dot product.
+MaxSim late interaction with the model's aggregation, the sparse dot product or COIL's matched tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from lir.clients.engine import PAIR_TOKENS, Engine
 from lir.clients.retriever import Retriever
+from lir.coil import CoilVectors, coil_scores
 from lir.errors import LirError
 from lir.trec import Run
 from lir.vectors import Encoded, MultiVectors, SparseVectors, maxsim, sparse_dot
@@ -92,6 +93,12 @@ class Reranker:
         encoded_queries = self.engine.encode_queries(list(queries), **options)
         encoded_docs = self.engine.encode_docs(list(distinct), **options)
         aggregation = self.engine.aggregation
+        if isinstance(encoded_queries, CoilVectors):
+            aggregations = aggregation, self.engine.doc_aggregation
+            return [
+                coil_scores(encoded_queries.take([i]), encoded_docs.take(r), *aggregations)[0]
+                for i, r in enumerate(rows)
+            ]
         return [family_scores(encoded_queries, i, encoded_docs, r, aggregation) for i, r in enumerate(rows)]
 
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lir.clients.coil_index import CoilIndex
 from lir.clients.dense_index import DenseIndex
 from lir.clients.engine import Engine
 from lir.clients.indexes import check_doc_ids, check_index_output
@@ -15,25 +16,28 @@ from lir.errors import LirError
 from lir.trec import Run
 from lir.vectors import Encoded
 
-Index = DenseIndex | MultiVectorIndex | SparseIndex
+Index = DenseIndex | MultiVectorIndex | SparseIndex | CoilIndex
 INDEX_OF_FAMILY: dict[str, type] = {
     "single-vector": DenseIndex,
     "multi-vector": MultiVectorIndex,
     "sparse": SparseIndex,
+    "coil": CoilIndex,
 }
-DEFAULT_SPECS = {"single-vector": "Flat", "multi-vector": "exact", "sparse": "float32"}
+DEFAULT_SPECS = {"single-vector": "Flat", "multi-vector": "exact", "sparse": "float32", "coil": "exact"}
 
 
 def build_index(engine: Engine, docs: Encoded, doc_ids: list[str], spec: str | None = None) -> Index:
     """The index of the engine's family over encoded documents; `spec` is the family's index spec string
     (Faiss factory for single-vector, `exact` or a Faiss factory over token vectors for multi-vector,
-    impact precision `float32`/`float16`/`uint8` for sparse)."""
+    impact precision `float32`/`float16`/`uint8` for sparse, `exact` for coil)."""
     family = engine.family
     spec = spec or DEFAULT_SPECS[family]
     if family == "multi-vector":
         return MultiVectorIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, progress=True)
     if family == "sparse":
         return SparseIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True)
+    if family == "coil":
+        return CoilIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, engine.doc_aggregation)
     return DenseIndex.build(docs, doc_ids, spec, engine.fingerprint)
 
 

@@ -76,6 +76,7 @@ class TritonEngine(Engine):
         if self._family not in OUTPUTS:
             raise LirError(f"model {model!r} on {url} is of unknown family {self._family!r}")
         self._aggregation = parameters.get("aggregation") or None
+        self._doc_aggregation = parameters.get("doc_aggregation") or None
         self.variant = "fp32" if mode == "ids" else parameters.get("variant")  # graph models serve the fp32 file
         self._listwise = parameters.get("listwise") == "true"
         cross_encoder = self._family == "cross-encoder"
@@ -100,6 +101,10 @@ class TritonEngine(Engine):
     @property
     def aggregation(self) -> str | None:
         return self._aggregation
+
+    @property
+    def doc_aggregation(self) -> str | None:
+        return self._doc_aggregation
 
     @property
     def listwise(self) -> bool:

@@ -20,6 +20,7 @@ import transformers
 
 from lir import __version__
 from lir.errors import LirError
+from lir.export.coil import CoilExport
 from lir.export.cross_encoder import CrossEncoderExport
 from lir.export.family import BiEncoderExport, ModelExport
 from lir.export.graphs import CONVERSIONS, FUSABLE_BACKBONES, OPSET, GraphPlan, optimize_encoder, trace
@@ -40,7 +41,8 @@ from lir.files import sha256_file
 from lir.manifest import Graph, Manifest, TokenizerSpec, Variant, load_manifest, verified_file
 from lir.term_weights import TermTable
 from lir.tokenization import PairEncoder, TextEncoder
-from lir.train.checkpoints import LoadedBiEncoder, load_model
+from lir.train.checkpoint_io import LoadedBiEncoder
+from lir.train.checkpoints import load_model
 from lir.train.cross_encoder import LoadedCrossEncoder
 from lir.train.cross_module import CrossEncoderModule
 from lir.train.module import BiEncoderModule
@@ -57,6 +59,8 @@ def family_export(module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> BiEnco
         return MultiVectorExport(module)
     if module.family == "single-vector":
         return SingleVectorExport(module)
+    if module.family == "coil":
+        return CoilExport(module)
     raise LirError(f"cannot export a {module.family!r} model")
 
 

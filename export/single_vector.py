@@ -15,7 +15,7 @@ from lir.export.family import BiEncoderExport, cosines
 from lir.export.graphs import GraphPlan, encoder_inputs, encoder_sample
 from lir.export.limits import scaled_difference
 from lir.manifest import TensorSpec
-from lir.train.bi_encoder import BiEncoderModel
+from lir.train.single_vector import BiEncoderModel
 from lir.vectors import Encoded
 
 GRAPH = "encoder"

@@ -75,6 +75,13 @@ def text_outputs(manifest: Manifest) -> list[str]:
         return [_tensor("EMBEDDINGS", "TYPE_FP32", [-1, dim]), _tensor("SCORING_MASK", "TYPE_BOOL", [-1])]
     if manifest.family == "sparse":
         return [_tensor("TERM_IDS", "TYPE_INT64", [-1]), _tensor("WEIGHTS", "TYPE_FP32", [-1])]
+    if manifest.family == "coil":
+        return [
+            _tensor("CLS", "TYPE_FP32", [manifest.graphs[manifest.encoders["query"]].outputs[0].shape[1]]),
+            _tensor("EMBEDDINGS", "TYPE_FP32", [-1, dim]),
+            _tensor("TOKEN_IDS", "TYPE_INT64", [-1]),
+            _tensor("SCORING_MASK", "TYPE_BOOL", [-1]),
+        ]
     return [_tensor("EMBEDDINGS", "TYPE_FP32", [dim])]
 
 
@@ -86,6 +93,8 @@ def family_parameters(manifest: Manifest) -> dict[str, str]:
     found = {"family": manifest.family, "embedding_dim": str(manifest.embedding_dim)}
     if manifest.aggregation is not None:
         found["aggregation"] = manifest.aggregation
+    if manifest.doc_aggregation is not None:
+        found["doc_aggregation"] = manifest.doc_aggregation
     return found
 
 

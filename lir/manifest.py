@@ -14,14 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from lir.coil import DOC_AGGREGATIONS, QUERY_AGGREGATIONS
 from lir.errors import LirError
 from lir.files import atomic_write_text, confined, plain_name, read_json, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lir-model"
 FORMAT_VERSION = 1
-FAMILIES = ("single-vector", "multi-vector", "sparse", "cross-encoder")
-BI_ENCODERS = ("single-vector", "multi-vector", "sparse")
+FAMILIES = ("single-vector", "multi-vector", "sparse", "coil", "cross-encoder")
+BI_ENCODERS = ("single-vector", "multi-vector", "sparse", "coil")
 AGGREGATIONS = ("sum", "mean")
 SIMILARITIES = ("dot", "cosine")
 VARIANTS = ("fp32", "int8", "fp16")
@@ -30,10 +31,12 @@ OUTPUTS = {
     "single-vector": ("embeddings",),
     "multi-vector": ("embeddings", "scoring_mask"),
     "sparse": ("term_ids", "weights"),
+    "coil": ("cls", "embeddings", "token_ids", "scoring_mask"),
     "cross-encoder": ("scores",),
 }
 """The outputs of each family's encoder graphs: one vector; token vectors and which of them score;
-the top-k vocabulary terms and their weights (zero weight = no term); a cross-encoder's scorer graph
+the top-k vocabulary terms and their weights (zero weight = no term); COIL's first-token vector, every
+token's vector and id and which of them score; a cross-encoder's scorer graph
 gives one score per (query, document) pair."""
 PAIR_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "groups")
 """The inputs a cross-encoder's scorer graph may take, in this order: token ids and attention mask of the
@@ -125,18 +128,23 @@ class PairRules:
     tokenized without special tokens (a special token written out, e.g. `[CLS]` or `</s>`, is that token).
     BERT: `[CLS] {query} [SEP] {doc} [SEP]`; monoT5: `Query: {query} Document: {doc} Relevant: </s>`.
     `token_types` gives each part's segment id (the graph then takes `token_type_ids`); None: no segments.
-    `listwise`: the scorer also takes `groups` and scores the candidates of one group jointly.
+    `listwise`: the scorer also takes `groups` and scores the candidates of one group jointly. `max_length`:
+    the most tokens of a whole pair, template tokens included; past it the longer content is cut first
+    (Hugging Face's `longest_first`, what Lightning IR's and sentence-transformers' tokenizers do).
     """
 
     template: list[str]
     token_types: list[int] | None = None
     listwise: bool = False
+    max_length: int | None = None
 
     def validate(self) -> None:
         """Raise LirError when the template is malformed."""
         for slot in (QUERY, DOC):
             if self.template.count(slot) != 1:
                 raise LirError(f"invalid manifest: the pair template needs {slot} exactly once")
+        if self.max_length is not None and self.max_length < 1:
+            raise LirError("invalid manifest: the pair max_length must be positive")
         if self.token_types is not None and (
             len(self.token_types) != len(self.template) or any(t not in (0, 1) for t in self.token_types)
         ):
@@ -168,6 +176,8 @@ class Manifest:
     `mean` of the per-token maxima) and may name a `scorer` graph (late interaction of padded token
     vectors); sparse models give the number of terms (`top_k`) their encoder graph returns per text, and
     may encode a role without a graph by `term_weights` (that role then has no entry in `encoders`).
+    COIL models name `aggregation` over query tokens (sum, mean or max) and `doc_aggregation` over document
+    tokens (max, sum or mean); `embedding_dim` is their token vector size.
     Cross-encoders have no encoders (`encoders` is empty; `similarity` and `embedding_dim` are None): their
     `scorer` graph scores token sequences of (query, document) pairs built by the `pair` rules.
     """
@@ -183,6 +193,7 @@ class Manifest:
     encoders: dict[str, str]
     graphs: dict[str, Graph]
     aggregation: str | None = None
+    doc_aggregation: str | None = None
     top_k: int | None = None
     scorer: str | None = None
     pair: PairRules | None = None
@@ -255,6 +266,7 @@ class Manifest:
                 encoders=dict(data["encoders"]),
                 graphs=graphs,
                 aggregation=data.get("aggregation"),
+                doc_aggregation=data.get("doc_aggregation"),
                 top_k=int(data["top_k"]) if data.get("top_k") is not None else None,
                 scorer=data.get("scorer"),
                 pair=typed(PairRules, data["pair"]) if data.get("pair") is not None else None,
@@ -306,7 +318,10 @@ class Manifest:
 
     def _validate_family(self) -> None:
         multi, sparse = self.family == "multi-vector", self.family == "sparse"
-        if multi != (self.aggregation is not None) or (multi and self.aggregation not in AGGREGATIONS):
+        self._validate_coil()
+        if self.family != "coil" and (
+            multi != (self.aggregation is not None) or (multi and self.aggregation not in AGGREGATIONS)
+        ):
             raise LirError(
                 f"invalid manifest: aggregation {self.aggregation!r} does not fit a {self.family} model "
                 f"(multi-vector models need one of {', '.join(AGGREGATIONS)})"
@@ -331,6 +346,16 @@ class Manifest:
                     f"invalid manifest: the {role} encoder of a {self.family} model must output "
                     f"{', '.join(OUTPUTS[self.family])}, not {', '.join(outputs)}"
                 )
+
+    def _validate_coil(self) -> None:
+        coil = self.family == "coil"
+        if coil != (self.doc_aggregation is not None) or (
+            coil and (self.aggregation not in QUERY_AGGREGATIONS or self.doc_aggregation not in DOC_AGGREGATIONS)
+        ):
+            raise LirError(
+                f"invalid manifest: aggregations {self.aggregation!r}/{self.doc_aggregation!r} do not fit a "
+                f"{self.family} model (COIL: query {', '.join(QUERY_AGGREGATIONS)}, doc {', '.join(DOC_AGGREGATIONS)})"
+            )
 
     def _validate_term_weights(self) -> None:
         unknown = set(self.term_weights) - set(ROLES)

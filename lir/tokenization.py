@@ -116,7 +116,8 @@ class PairEncoder:
     """Turns (query, document) pairs into one token sequence each under a cross-encoder's rules.
 
     Query and document are tokenized without special tokens and truncated to their roles' `max_length`
-    (content tokens), then put into the template; `batch` pads to (input_ids, attention_mask[,
+    (content tokens), then, past the pair's `max_length`, the longer one first (`longest_first`), then put
+    into the template; `batch` pads to (input_ids, attention_mask[,
     token_type_ids]).
     """
 
@@ -140,6 +141,10 @@ class PairEncoder:
         ]
         types = pair.token_types or [0] * len(pair.template)
         self._types = types
+        template_tokens = sum(len(part) for part in self._parts if part is not None)
+        self._room = None if pair.max_length is None else pair.max_length - template_tokens
+        if self._room is not None and self._room < 2:
+            raise LirError(f"a pair max_length of {pair.max_length} leaves no room beside the template's tokens")
 
     @classmethod
     def from_manifest(cls, directory: str | Path, manifest: Manifest) -> PairEncoder:
@@ -166,6 +171,9 @@ class PairEncoder:
         query_ids, doc_ids = self._content(queries, "query"), self._content(docs, "doc")
         pairs = []
         for q, d in zip(query_ids, doc_ids, strict=True):
+            if self._room is not None:
+                kept = longest_first(len(q), len(d), self._room)
+                q, d = q[: kept[0]], d[: kept[1]]
             ids: list[int] = []
             types: list[int] = []
             for part, segment, slot in zip(self._parts, self._types, self.pair.template, strict=True):
@@ -182,6 +190,19 @@ class PairEncoder:
         if self.pair.token_types is not None:
             feeds["token_type_ids"] = pad_batch([types for _, types in pairs], 0)[0]
         return feeds
+
+
+def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of each of two sequences `room` keeps, as Hugging Face `tokenizers` truncates a pair
+    `longest_first`: the shorter whole if the longer can take the rest, else half each (the second gets the
+    odd one)."""
+    if first + second <= room:
+        return first, second
+    short, long = min(first, second), max(first, second)
+    long = short if short > room else max(short, room - short)
+    if short + long > room:
+        short, long = room // 2, room // 2 + room % 2
+    return (short, long) if first <= second else (long, short)
 
 
 def pair_template(tokenizer: Tokenizer) -> tuple[list[str], list[int]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lir.coil import CoilVectors, collect_rows, padded_rows
 from lir.errors import LirError
 
 
@@ -109,7 +110,7 @@ class SparseVectors:
         return dense
 
 
-Encoded = np.ndarray | MultiVectors | SparseVectors
+Encoded = np.ndarray | MultiVectors | SparseVectors | CoilVectors
 
 
 def maxsim(query: np.ndarray, docs: MultiVectors, aggregation: str = "sum", chunk_tokens: int = 1 << 18) -> np.ndarray:
@@ -154,7 +155,7 @@ class Collector:
     family's packed form, in input order: the `Engine` runs length-sorted batches through it."""
 
     def __init__(self, family: str, count: int, dim: int) -> None:
-        if family not in ("single-vector", "multi-vector", "sparse"):
+        if family not in ("single-vector", "multi-vector", "sparse", "coil"):
             raise LirError(f"unknown model family {family!r}")
         self.family, self.count, self.dim = family, count, dim
         self._dense = np.empty((count, dim), np.float32) if family == "single-vector" else None
@@ -168,6 +169,9 @@ class Collector:
             vectors, mask = outputs["embeddings"], outputs["scoring_mask"].astype(bool)
             for i, row in enumerate(rows):
                 self._items[row] = vectors[i][mask[i]]
+        elif self.family == "coil":
+            for row, item in zip(rows, collect_rows(outputs), strict=True):
+                self._items[row] = item
         else:
             packed = SparseVectors.from_topk(outputs["term_ids"], outputs["weights"], self.dim)
             for i, row in enumerate(rows):
@@ -181,6 +185,8 @@ class Collector:
             raise LirError("internal: some texts were never encoded")
         if self.family == "multi-vector":
             return MultiVectors.from_list(self._items, self.dim)
+        if self.family == "coil":
+            return CoilVectors.from_rows(self._items, len(self._items[0][0]) if self._items else 0, self.dim)
         return SparseVectors.concat(self._items, self.dim)
 
 
@@ -189,6 +195,8 @@ def padded_outputs(encoded: Encoded, start: int, stop: int) -> dict[str, np.ndar
     their mask, or term ids and weights padded with zero weights."""
     if isinstance(encoded, np.ndarray):
         return {"embeddings": encoded[start:stop]}
+    if isinstance(encoded, CoilVectors):
+        return padded_rows(encoded, start, stop)
     lengths = encoded.lengths[start:stop]
     width = max(int(lengths.max(initial=0)), 1)
     valid = np.arange(width) < lengths[:, None]

@@ -318,7 +318,8 @@ class GraphChecks:
 
 def _sequence_lengths(manifest: Manifest, graph: str, tokenizer: Tokenizer) -> dict[str, int]:
     """The longest sequence each sequence axis of `graph` may have under the manifest's text rules: the
-    `max_length` of the roles it encodes; for a cross-encoder's pairs both roles' plus the template's tokens;
+    `max_length` of the roles it encodes; for a cross-encoder's pairs both roles' plus the template's tokens,
+    at most the pair's `max_length`;
     for a late-interaction scorer the query's (`q_sequence`) and the document's (`d_sequence`)."""
     if manifest.pair is not None:
         template = sum(
@@ -326,7 +327,8 @@ def _sequence_lengths(manifest: Manifest, graph: str, tokenizer: Tokenizer) -> d
             for part in manifest.pair.template
             if part not in (QUERY, DOC)
         )
-        return {"sequence": manifest.query.max_length + manifest.doc.max_length + template}
+        total = manifest.query.max_length + manifest.doc.max_length + template
+        return {"sequence": min(total, manifest.pair.max_length or total)}
     if graph == manifest.scorer:
         return {"q_sequence": manifest.query.max_length, "d_sequence": manifest.doc.max_length}
     roles = [role for role, name in manifest.encoders.items() if name == graph]

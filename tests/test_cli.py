@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from lir.cli import main
 from lir.trec import read_run
 
 
@@ -28,7 +30,40 @@ def lir(*args: str) -> subprocess.CompletedProcess:
 )
 def test_every_command_has_help(command):
     done = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and "usage:" in done.stdout
+    assert done.returncode == 0 and "Usage:" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["index", "--corpus", "x", "--output", "y"], "Missing option '--engine'"),
+        (["search", "--index", "i", "--queries", "q", "--output", "r", "-k", "0"], "0 is not in the range x>=1"),
+        (["re-rank", "--engine", "e", "--output", "r"], "Missing option '--run' or '--candidates'"),
+        (["rerank", "--engine", "e", "--run", "r", "--candidates", "c", "--output", "o"], "--run excludes"),
+        (["evaluate", "--run", "r", "--qrels", "q", "--metrics"], "'--metrics' requires an argument"),
+        (["frob"], "No such command 'frob'"),
+    ],
+)
+def test_usage_errors_exit_2_with_clicks_message(args, message, capsys):
+    assert main(args) == 2  # main returns the code, never raises SystemExit
+    error = capsys.readouterr().err
+    assert "Error: " in error and message in error, error
+
+
+def test_help_lists_fit_and_the_torch_path(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fit " in out and "lir fit --config train.yaml" in out and "re-rank" in out
+    assert main(["index", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[default: fp32]" in out and "With --config X.yaml, lir index runs a PyTorch model" in out
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("lir ")
+
+
+def test_shell_completion_is_clicks():
+    env = os.environ | {"_LIR_COMPLETE": "bash_complete", "COMP_WORDS": "lir rerank --cand", "COMP_CWORD": "2"}
+    done = subprocess.run([sys.executable, "-m", "lir.cli"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.split() == ["plain,--candidates"]
 
 
 def test_index_search_evaluate(tiny_export, scifact, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -13,7 +14,7 @@ from onnx import numpy_helper
 
 from lir.clients.onnx_engine import OnnxEngine
 from lir.export.bundle import export_model, model_export, verify
-from lir.export.cli import build_parser
+from lir.export.cli import lir_export
 from lir.export.limits import FP32_TOLERANCE, MIN_SCORE_CORRELATION, ParityError
 from lir.export.parity import find_probe_data, load_probes
 from lir.manifest import Manifest, load_manifest
@@ -177,7 +178,10 @@ def test_triton_configs(cross_repository):
 
 
 def test_cli_t5_scoring():
-    assert build_parser().parse_args(["--model", "m", "--t5-scoring", "rank"]).t5_scoring == "rank"
-    assert build_parser().parse_args(["--model", "m"]).t5_scoring is None
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--model", "m", "--t5-scoring", "t5"])
+    def parsed(*args: str) -> dict:
+        return lir_export.make_context("lir-export", ["--model", "m", *args]).params
+
+    assert parsed("--t5-scoring", "rank")["t5_scoring"] == "rank"
+    assert parsed()["t5_scoring"] is None
+    with pytest.raises(click.BadParameter):
+        parsed("--t5-scoring", "t5")

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import click
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from lir.errors import LirError
 from lir.export.bundle import export_model, family_export, verify
-from lir.export.cli import build_parser
+from lir.export.cli import lir_export
 from lir.export.graphs import trace
 from lir.export.limits import FP32_TOLERANCE, MIN_TERM_COSINE, MIN_TOKEN_COSINE, ParityError
 from lir.export.multi_vector import MultiVectorExport, ScorerGraph
@@ -211,10 +212,10 @@ def test_sparse_top_k(tmp_path):
     np.testing.assert_allclose(weights, expected.values.numpy(), atol=1e-5)
     rows = {"doc": family.expected_rows(input_ids, attention_mask, "doc", [0] * len(TEXTS))}
     assert family.warnings(rows)[0].startswith("4 of 4 probe texts have more than 8 nonzero terms")
-    assert build_parser().parse_args(["--model", "m", "--top-k", "8"]).top_k == 8
-    assert "--top-k" in build_parser().format_help()
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--model", "m", "--top-k", "0"])
+    assert lir_export.make_context("lir-export", ["--model", "m", "--top-k", "8"]).params["top_k"] == 8
+    assert "--top-k" in lir_export.get_help(lir_export.make_context("lir-export", ["--model", "m"]))
+    with pytest.raises(click.BadParameter):
+        lir_export.make_context("lir-export", ["--model", "m", "--top-k", "0"])
 
 
 def test_parity_failure_leaves_nothing(col_dir, tmp_path, scifact):

@@ -138,7 +138,7 @@ def test_unknown_and_later_model_types(tmp_path, dpr_dir):
     for model_type, message in (
         ("zebra", "unknown Lightning IR model type"),
         ("mono", "is a cross-encoder"),
-        ("coil", "not supported yet"),
+        ("coil", "lack token_projection.weight"),
     ):
         path = tmp_path / model_type
         shutil.copytree(dpr_dir, path)

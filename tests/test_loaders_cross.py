@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertModel, BertTokenizerFast, ElectraModel
 
 from lir.errors import LirError
+from lir.tokenization import PairEncoder
 from lir.train import (
     CrossEncoderModel,
     CrossEncoderModule,
@@ -140,7 +141,7 @@ def test_sequence_classification_matches_transformers(tmp_path, num_labels):
     module = CrossEncoderModule(str(path))
     config = module.model.config
     assert config.scoring == ("rank" if num_labels == 1 else "mono")
-    assert (config.query_length, config.doc_length) == (64, 512 - 64 - 3)
+    assert (config.query_length, config.doc_length, config.max_length) == (509, 509, 512)  # the pair is cut
     reference = AutoModelForSequenceClassification.from_pretrained(path).eval()
     batch = _hf_tokenizer(path)(QUERIES, DOCS, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -150,8 +151,15 @@ def test_sequence_classification_matches_transformers(tmp_path, num_labels):
 
 def test_sequence_classification_lengths_follow_the_tokenizer(tmp_path):
     path = cross_builders.hf_sequence_classification_dir(tmp_path / "short", max_length=256)
-    config = load_cross_encoder(str(path)).model.config
-    assert (config.query_length, config.doc_length) == (64, 256 - 64 - 3)
+    loaded = load_cross_encoder(str(path))
+    config = loaded.model.config
+    assert (config.query_length, config.doc_length, config.max_length) == (253, 253, 256)
+    tokenizer = _hf_tokenizer(path)  # sentence-transformers' CrossEncoder: the whole pair, longest first
+    pairs = PairEncoder(loaded.tokenizer, config.rules("query"), config.rules("doc"), config.pair_rules(), 0)
+    for query_words, doc_words in ((5, 400), (300, 10), (200, 200), (129, 128), (40, 40)):
+        query, doc = " ".join(["vitamin"] * query_words), " ".join(["deficiency risk"] * doc_words)
+        expected = tokenizer(query, doc, truncation="longest_first", max_length=256).input_ids
+        assert [ids for ids, _ in pairs.encode([query], [doc])] == [expected]
 
 
 def _set_reference(model: SetEncoderModel, feeds: dict[str, np.ndarray], index: int) -> np.ndarray:

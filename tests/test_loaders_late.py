@@ -393,7 +393,7 @@ def test_col_refusals(tmp_path, col_dir):
         _variant(col_dir, tmp_path / "f", config={"doc_mask_scoring_tokens": ["zzyzx"]}), "not a single token"
     )
     _one_line_error(_variant(col_dir, tmp_path / "g", config={"model_type": "mono"}), "is a cross-encoder")
-    _one_line_error(_variant(col_dir, tmp_path / "h", config={"model_type": "coil"}), "not supported yet")
+    _one_line_error(_variant(col_dir, tmp_path / "h", config={"model_type": "coil"}), "query_expansion .* COIL")
 
 
 # --- the real MiniLM backbone -----------------------------------------------------------------------

@@ -91,8 +91,6 @@ CASES = {
     "splade-bag-of-words-query": ("SpladeConfig", {"query_expansion": False, "query_weighting": None}, None),
     "splade-no-sparsification": ("SpladeConfig", {"sparsification_strategy": None}, "sparsification_strategy null"),
     "splade-cosine": ("SpladeConfig", {"similarity_function": "cosine"}, "cosine"),
-    # types lir does not implement yet: refused, never loaded as something else
-    "coil": ("CoilConfig", {}, "coil"),
     # unicoil (UniCoilConfig): relu impacts scattered into the vocabulary (a repeated token: its last weight)
     "unicoil": ("UniCoilConfig", {}, None),
     "unicoil-no-bias": ("UniCoilConfig", {"projection": "linear_no_bias"}, None),

@@ -15,7 +15,10 @@ from tests.reference import check_against, lightning_ir, reference_scores
 
 
 def new_models() -> dict:
-    from lir.train.initialize import ColConfig, DprConfig, MonoConfig, SpladeConfig
+    from lir.train.cross_encoder import MonoConfig
+    from lir.train.multi_vector import ColConfig
+    from lir.train.single_vector import DprConfig
+    from lir.train.sparse import SpladeConfig
 
     return {
         "dpr": DprConfig(pooling_strategy="mean"),
@@ -50,18 +53,23 @@ def test_what_lir_writes_scores_alike_in_lightning_ir(kind, reference_backbone, 
 
 
 @pytest.mark.parametrize(
-    "options",
-    [{"query_weighting": "static", "query_expansion": False}, {"doc_expansion": False, "add_marker_tokens": True}],
-    ids=["static-query", "no-doc-expansion-markers"],
+    ("config", "options"),
+    [
+        ("SpladeConfig", {"query_weighting": "static", "query_expansion": False}),
+        ("SpladeConfig", {"doc_expansion": False, "add_marker_tokens": True}),
+        ("UniCoilConfig", {"add_marker_tokens": True}),
+    ],
+    ids=["splade-static-query", "splade-no-doc-expansion-markers", "unicoil-markers"],
 )
-def test_an_inference_free_splade_saved_by_lir_scores_alike_in_lightning_ir(options, reference_backbone, tmp_path):
-    """A Lightning IR SPLADE whose roles differ (static query weights; no document expansion) written back by
-    lir keeps those settings and tables: Lightning IR scores lir's save as it scored its own."""
+def test_a_lightning_ir_save_written_back_by_lir_scores_alike(config, options, reference_backbone, tmp_path):
+    """A Lightning IR model whose settings lir's own training does not start (SPLADE with static query weights
+    or without document expansion, UniCOIL) written back by lir keeps its settings and tables: Lightning IR
+    scores lir's save as it scored its own."""
     from lir.train.module import BiEncoderModule
     from lir.train.saving import save_lightning_ir
     from tests.reference import build
 
-    expected = reference_scores(build(reference_backbone, tmp_path / "theirs", "SpladeConfig", options))
+    expected = reference_scores(build(reference_backbone, tmp_path / "theirs", config, options))
     loaded = BiEncoderModule(str(tmp_path / "theirs")).loaded
     directory = save_lightning_ir(loaded.model, loaded.tokenizer, tmp_path / "ours")
     theirs = lightning_ir().BiEncoderModule(model_name_or_path=str(directory)).eval()

@@ -188,7 +188,7 @@ def test_rerank_errors_are_one_line(tiny_export, run_files, args, message, tmp_p
 def test_rerank_depth_must_be_positive(tiny_export, run_files, tmp_path):
     args = ("--candidates", "candidates.tsv", "--depth", "0", "--output", str(tmp_path / "out.trec"))
     done = lir("rerank", "--engine", str(tiny_export), *args, cwd=run_files)
-    assert done.returncode == 2 and "--depth: must be a positive integer, not 0" in done.stderr
+    assert done.returncode == 2 and "Invalid value for '--depth': 0 is not in the range x>=1" in done.stderr
 
 
 def test_rerank_has_help():

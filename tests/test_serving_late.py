@@ -20,8 +20,8 @@ from tests.test_serving import _ports
 
 @pytest.fixture(scope="module")
 def repository(late_repository, reference_backbone, scifact, tmp_path_factory):
-    """The late models plus a Lightning IR mvr (4 viewer tokens, markers) and an inference-free Lightning IR
-    SPLADE (static query weights: no query graph), exported beside them."""
+    """The late models plus a Lightning IR mvr (4 viewer tokens, markers), an inference-free Lightning IR
+    SPLADE (static query weights: no query graph) and a Lightning IR coil, exported beside them."""
     from lir.export.bundle import export_model
     from tests.reference import build
 
@@ -33,6 +33,9 @@ def repository(late_repository, reference_backbone, scifact, tmp_path_factory):
     checkpoint = tmp_path_factory.mktemp("ckpt") / "splade-if"
     build(reference_backbone, checkpoint, "SpladeConfig", {"query_weighting": "static", "query_expansion": False})
     export_model(str(checkpoint), out, "splade-if", parity_data=str(scifact), log=lambda _: None)
+    checkpoint = tmp_path_factory.mktemp("ckpt") / "coil"
+    build(reference_backbone, checkpoint, "CoilConfig", {"token_embedding_dim": 8, "cls_embedding_dim": 16})
+    export_model(str(checkpoint), out, "coil", parity_data=str(scifact), log=lambda _: None)
     return out
 
 
@@ -76,6 +79,9 @@ def test_every_graph_is_served(server):
         "mvr.scorer": "READY",
         "splade-if": "READY",
         "splade-if.encoder": "READY",
+        "coil": "READY",
+        "coil.query_encoder": "READY",
+        "coil.doc_encoder": "READY",
     }
 
 
@@ -170,3 +176,30 @@ def test_inference_free_queries_over_triton_equal_embedded(server, repository, t
         assert triton.fingerprint == embedded.fingerprint
         _assert_same(triton.encode(queries, "query"), embedded.encode(queries, "query"))
         _assert_same(triton.encode(texts[:8], "doc", batch_size=3), embedded.encode(texts[:8], "doc"))
+
+
+@pytest.mark.parametrize("route", [("grpc", "text"), ("http", "text"), ("grpc", "ids")])
+def test_coil_over_triton_equals_embedded(server, repository, texts, route):
+    """COIL's cls vectors, scored token vectors and ids come back from every route as the embedded engine
+    gives them; retrieval from its index and re-ranking over Triton rank alike."""
+    from lir.clients.reranker import Reranker
+
+    protocol, mode = route
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    embedded = OnnxEngine(repository / "coil")
+    queries = {"1": "protein folding", "2": "cancer risk"}
+    with TritonEngine(url, "coil", protocol, mode, model_dir=repository / "coil") as triton:
+        assert (triton.aggregation, triton.doc_aggregation) == (embedded.aggregation, embedded.doc_aggregation)
+        got, expected = triton.encode(texts, "doc", batch_size=5), embedded.encode(texts, "doc")
+        np.testing.assert_array_equal(got.offsets, expected.offsets)
+        np.testing.assert_array_equal(got.token_ids, expected.token_ids)
+        np.testing.assert_allclose(got.vectors, expected.vectors, atol=1e-5)
+        np.testing.assert_allclose(got.cls, expected.cls, atol=1e-5)
+        index = build_index(embedded, expected, [f"d{i}" for i in range(len(texts))])
+        found, wanted = Retriever(triton, index).search(queries, k=5), Retriever(embedded, index).search(queries, k=5)
+        reranked = Reranker(triton).score_lists(list(queries.values()), [texts[:6]] * 2)
+    for qid in queries:
+        assert list(found[qid]) == list(wanted[qid])
+        np.testing.assert_allclose(list(found[qid].values()), list(wanted[qid].values()), atol=1e-4)
+    want = Reranker(embedded).score_lists(list(queries.values()), [texts[:6]] * 2)
+    np.testing.assert_allclose(np.stack(reranked), np.stack(want), atol=1e-4)

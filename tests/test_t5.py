@@ -12,7 +12,7 @@ from transformers import T5ForConditionalGeneration, T5TokenizerFast
 from lir.errors import LirError
 from lir.files import read_json
 from lir.train.checkpoints import load_model
-from lir.train.cross_loaders import load_cross_encoder
+from lir.train.cross_encoder import load_cross_encoder
 from lir.train.cross_module import CrossEncoderModule
 from lir.train.t5_cross_encoder import T5CrossEncoderModel, load_t5_cross_encoder
 from tests.t5_builders import t5_cross_encoder_dir
@@ -67,7 +67,9 @@ def test_scores_match_transformers(t5_dir, scoring):
 def test_template_matches_whole_string_encoding(t5_dir, scoring):
     loaded = _load(t5_dir, scoring)
     assert loaded.model.config.token_types is None and loaded.pad_token_id == 0
-    assert (loaded.model.config.query_length, loaded.model.config.doc_length) == (32, 512)
+    config = loaded.model.config  # a document never gets more than the pair's room beside the template
+    template_tokens = len(_pairs(loaded).encode(["q"], ["d"])[0][0]) - 2
+    assert (config.query_length, config.doc_length, config.max_length) == (32, 512 - template_tokens, 512)
     relevant = " Relevant:" if scoring == "mono" else ""
     texts = [f"Query: {q} Document: {d}{relevant}" for q, d in zip(QUERIES, DOCS, strict=True)]
     expected = T5TokenizerFast.from_pretrained(str(t5_dir))(texts).input_ids

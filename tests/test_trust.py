@@ -350,7 +350,7 @@ def test_search_output_naming_a_folder_is_refused_at_once(index, queries, tmp_pa
 @pytest.mark.parametrize("k", ["0", "-5", "many"])
 def test_k_must_be_positive(index, queries, tmp_path, k):
     done = lir("search", "--index", str(index), "--queries", str(queries), "--output", str(tmp_path / "r"), "-k", k)
-    assert done.returncode == 2 and "positive integer" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Invalid value for '-k'" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_lir_debug_shows_the_traceback(tmp_path):

@@ -1,17 +1,18 @@
 """PyTorch side of lir: models, checkpoint loaders and (later) training."""
 
-from lir.train.bi_encoder import BiEncoderModel, SingleVectorConfig
-from lir.train.checkpoints import LoadedBiEncoder, is_cross_encoder_checkpoint, load_bi_encoder, load_model
+from lir.train.checkpoint_io import LoadedBiEncoder
+from lir.train.checkpoints import is_cross_encoder_checkpoint, load_bi_encoder, load_model
 from lir.train.cross_encoder import (
     CrossEncoderConfig,
     CrossEncoderModel,
     LoadedCrossEncoder,
     SequenceClassificationCrossEncoder,
     SetEncoderModel,
+    load_cross_encoder,
 )
-from lir.train.cross_loaders import load_cross_encoder
 from lir.train.cross_module import CrossEncoderModule
 from lir.train.module import BiEncoderModule, ScoreOutput
+from lir.train.single_vector import BiEncoderModel, SingleVectorConfig
 
 __all__ = [
     "BiEncoderModel",

@@ -7,21 +7,43 @@
 
 Scoring `rank` takes the one logit as the score; `mono` takes two logits and scores with the
 log-probability of the second (relevant) class.
+
+The family in one place with the layouts it reads (Lightning IR `mono`/`set-encoder`/`cross-encoder`,
+Hugging Face `*ForSequenceClassification`; T5 in `lir.train.t5_cross_encoder`), the layout it writes
+(`CrossEncoderModel.lightning_ir_layout`) and a new model's head (`MonoConfig`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel, T5Model
 
 from lir.errors import LirError
+from lir.files import read_json
 from lir.manifest import DOC, QUERY, PairRules, TextRules, check_role
+from lir.tokenization import pair_template
+from lir.train.checkpoint_io import (
+    LIR_CONFIG_KEYS,
+    build_backbone,
+    capped_length,
+    load_tokenizer,
+    pad_token_id,
+    read_weights,
+    refuse_leftovers,
+    take_linear,
+)
+from lir.train.hub import resolve_model_path
 from lir.train.pooling import POOLINGS, pool
+from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, projection_layout
 
+CROSS_ENCODER_TYPES = ("mono", "set-encoder", "cross-encoder")
+"""Lightning IR's cross-encoder model types."""
 SCORINGS = {"rank": 1, "mono": 2}
 """Scoring strategies and the number of logits each needs."""
 BERT_TEMPLATE = ["[CLS]", QUERY, "[SEP]", DOC, "[SEP]"]
@@ -39,6 +61,7 @@ class CrossEncoderConfig:
     pooling: str = "first"
     scoring: str = "rank"
     listwise: bool = False
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -53,9 +76,8 @@ class CrossEncoderConfig:
 
     def pair_rules(self) -> PairRules:
         """The manifest's pair rules of this model."""
-        return PairRules(
-            list(self.template), None if self.token_types is None else list(self.token_types), self.listwise
-        )
+        types = None if self.token_types is None else list(self.token_types)
+        return PairRules(list(self.template), types, self.listwise, self.max_length)
 
 
 def logits_to_scores(logits: torch.Tensor, scoring: str) -> torch.Tensor:
@@ -122,6 +144,25 @@ class CrossEncoderModel(nn.Module):
         if self.pooler is not None:
             pooled = torch.tanh(self.pooler(pooled))
         return logits_to_scores(self.head(pooled), self.config.scoring)
+
+    def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
+        """Lightning IR's config keys and head tensors of this model (what `save_lightning_ir` writes)."""
+        config = self.config
+        if self.pooler is not None and config.pooling != "first":
+            raise LirError(f"a BERT pooler after {config.pooling!r} pooling has no Lightning IR setting")
+        _, head = projection_layout(self.head, "linear")
+        _, pooler = projection_layout(self.pooler, "bert_pool.0")
+        settings = {
+            "model_type": "set-encoder" if isinstance(self, SetEncoderModel) else "mono",
+            "pooling_strategy": "bert_pool" if self.pooler is not None else config.pooling,
+            "scoring_strategy": config.scoring,
+            "linear_bias": self.head.bias is not None,
+            "query_length": config.query_length,
+            "doc_length": config.doc_length,
+        }
+        if isinstance(self, SetEncoderModel):
+            settings["add_extra_token"] = self.interaction_index == 1
+        return settings, head | pooler
 
 
 class SetEncoderModel(CrossEncoderModel):
@@ -233,3 +274,208 @@ class LoadedCrossEncoder:
     source: str
     source_format: str
     backbone_type: str
+
+
+class MonoConfig(ModelSettings):
+    """Pointwise cross-encoder (`mono`): pooling → linear head; `rank` scores one logit, `mono` two."""
+
+    model_type = "mono"
+
+    def __init__(
+        self,
+        pooling_strategy: str = "first",
+        scoring_strategy: str = "rank",
+        linear_bias: bool = False,
+        query_length: int = 32,
+        doc_length: int = 512,
+    ) -> None:
+        super().__init__(query_length, doc_length)
+        if scoring_strategy not in SCORINGS:
+            raise LirError(f"unknown scoring_strategy {scoring_strategy!r} (known: {', '.join(SCORINGS)})")
+        self.pooling_strategy = pooling_strategy
+        self.scoring_strategy = scoring_strategy
+        self.linear_bias = linear_bias
+
+    def settings(self) -> Settings:
+        return super().settings() | {
+            "pooling_strategy": self.pooling_strategy,
+            "scoring_strategy": self.scoring_strategy,
+            "linear_bias": self.linear_bias,
+        }
+
+    def head(self, backbone: PreTrainedModel) -> Tensors:
+        outputs = SCORINGS[self.scoring_strategy]
+        return new_linear("linear", backbone.config.hidden_size, outputs, self.linear_bias)
+
+
+CROSS_CONFIG_KEYS = {"scoring_strategy", "linear_bias", "tokenizer_pattern", "depth", "add_extra_token"}
+CROSS_CONFIG_KEYS |= {"sample_missing_docs", "_bert_pool"}
+INTERACTION_TOKEN = "[INT]"
+UNSET_MAX_LENGTH = 10**9
+"""transformers writes a huge `model_max_length` (1e30) when the tokenizer sets none."""
+
+
+def load_cross_encoder(spec: str, t5_scoring: str | None = None, revision: str | None = None) -> LoadedCrossEncoder:
+    """Load a cross-encoder from a directory or a hub id (at `revision`), in eval mode.
+
+    `t5_scoring` picks a T5ForConditionalGeneration's scoring: 'mono' (monoT5: true vs false) or 'rank'
+    (RankT5: one logit); by default 'rank' when the spec names rankt5, else 'mono'.
+    """
+    path = resolve_model_path(spec, revision)
+    config = read_json(path / "config.json")
+    architectures = config.get("architectures") or []
+    if "backbone_model_type" in config:
+        loaded = _load_lightning_ir(path, config, spec)
+    elif "T5ForConditionalGeneration" in architectures:
+        from lir.train.t5_cross_encoder import load_t5_cross_encoder
+
+        scoring = t5_scoring or ("rank" if "rankt5" in spec.lower() else "mono")
+        loaded = load_t5_cross_encoder(path, config, spec, scoring)
+    elif any(str(name).endswith("ForSequenceClassification") for name in architectures):
+        loaded = _load_sequence_classification(path, config, spec)
+    else:
+        raise LirError(
+            f"{path}: not a cross-encoder lir knows (Lightning IR mono/set-encoder, *ForSequenceClassification, "
+            "T5ForConditionalGeneration)"
+        )
+    loaded.model.eval()
+    return loaded
+
+
+def _pair_layout(tokenizer: Any, fields: dict[str, Any]) -> tuple[list[str], list[int] | None]:
+    """The tokenizer's pair template; segment ids only when the backbone has token types."""
+    template, types = pair_template(tokenizer)
+    return template, types if int(fields.get("type_vocab_size") or 0) > 1 else None
+
+
+def pair_lengths(
+    fields: dict[str, Any], specials: int, query: int | None, doc: int | None, total: int | None
+) -> dict[str, int]:
+    """The content lengths of query and document (None: not cut) and the most tokens of a whole pair: the
+    tokenizer's `total` (Hugging Face truncates a pair to it, `longest_first`) within the backbone's positions;
+    `specials`: the template's own tokens."""
+    pair = capped_length(fields, total)
+    room = pair - specials
+    return {"query_length": min(query or room, room), "doc_length": min(doc or room, room), "max_length": pair}
+
+
+def _load_lightning_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedCrossEncoder:
+    model_type, backbone_type = config.get("model_type"), config["backbone_model_type"]
+    if model_type not in CROSS_ENCODER_TYPES:
+        raise LirError(f"{path}: Lightning IR {model_type!r} is not a cross-encoder: load it with load_bi_encoder")
+    scoring = config.get("scoring_strategy") or "rank"
+    pooling = config.get("pooling_strategy") or "first"
+    bert_pool = pooling == "bert_pool" or config.get("_bert_pool") is True  # MonoConfig saves the latter
+    if scoring not in SCORINGS:
+        raise LirError(f"{path}: unknown scoring_strategy {scoring!r} (known: {', '.join(SCORINGS)})")
+    if backbone_type == "t5":
+        return _load_lightning_ir_t5(path, config, spec, scoring, "bert_pool" if bert_pool else pooling)
+    extra_token = model_type == "set-encoder" and bool(config.get("add_extra_token"))
+    fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS | CROSS_CONFIG_KEYS}
+    backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
+    head = take_linear(rest, "linear", path)
+    pooler = take_linear(rest, "bert_pool.0", path) if bert_pool else None
+    refuse_leftovers(rest, path)
+    tokenizer = load_tokenizer(path, (INTERACTION_TOKEN,) if extra_token else ())
+    template, types = _pair_layout(tokenizer, fields)
+    if extra_token and INTERACTION_TOKEN not in template:  # Lightning IR: [CLS] [INT] query [SEP] doc [SEP]
+        template.insert(1, INTERACTION_TOKEN)  # (0.0.6 also writes it into the saved tokenizer's template)
+        types = None if types is None else [types[0], *types]
+    lengths = pair_lengths(
+        fields,
+        len(template) - 2,
+        config.get("query_length", 32),
+        config.get("doc_length", 512),
+        tokenizer_max_length(path),
+    )
+    settings = CrossEncoderConfig(
+        **lengths,
+        template=template,
+        token_types=types,
+        pooling="first" if bert_pool else pooling,
+        scoring=scoring,
+        listwise=model_type == "set-encoder",
+    )
+    try:
+        if model_type == "set-encoder":
+            model = SetEncoderModel(backbone, settings, head, pooler, interaction_index=int(extra_token))
+        else:
+            model = CrossEncoderModel(backbone, settings, head, pooler)
+    except LirError as exc:
+        raise LirError(f"{path}: {exc}") from None
+    return LoadedCrossEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
+
+
+def _load_lightning_ir_t5(
+    path: Path, config: dict[str, Any], spec: str, scoring: str, pooling: str
+) -> LoadedCrossEncoder:
+    """Lightning IR `mono` on a T5 backbone (its MonoT5Model): encoder, one decoder step from id 0, pooling, then
+    the `linear` head on the state times d_model^-0.5 (its ScaleLinear, whatever tie_word_embeddings says); the
+    pair template of its hard-coded pieces, checked against the tokenizer."""
+    from lir.train.t5_cross_encoder import TEMPLATES, T5CrossEncoderModel, build_t5, lightning_ir_template_tokens
+
+    if config["model_type"] != "mono":
+        raise LirError(
+            f"{path}: Lightning IR {config['model_type']!r} on a T5 backbone is not supported (only 'mono'; "
+            "Lightning IR builds set-encoders on bert and electra alone)"
+        )
+    if pooling == "bert_pool":
+        raise LirError(f"{path}: pooling_strategy 'bert_pool' on a T5 backbone is not supported")
+    weights = read_weights(path)
+    head = take_linear(weights, "linear", path)
+    fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS | CROSS_CONFIG_KEYS}
+    backbone = build_t5(fields | {"decoder_start_token_id": 0}, weights, path, T5Model)  # MonoT5Model starts at 0
+    tokenizer = load_tokenizer(path)
+    specials = lightning_ir_template_tokens(tokenizer, scoring, path)
+    lengths = pair_lengths(
+        fields, specials, config.get("query_length", 32), config.get("doc_length", 512), tokenizer_max_length(path)
+    )
+    try:
+        settings = CrossEncoderConfig(
+            template=list(TEMPLATES[scoring]), token_types=None, pooling=pooling, scoring=scoring, **lengths
+        )
+        model = T5CrossEncoderModel(backbone, settings, head, backbone.config.d_model**-0.5)
+    except LirError as exc:
+        raise LirError(f"{path}: {exc}") from None
+    return LoadedCrossEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", "t5")
+
+
+def _load_sequence_classification(path: Path, config: dict[str, Any], spec: str) -> LoadedCrossEncoder:
+    fields = {k: v for k, v in config.items() if k != "architectures"}
+    backbone_type = fields.pop("model_type", None)
+    try:
+        settings = AutoConfig.for_model(backbone_type, **fields)
+        model_class = AutoModelForSequenceClassification._model_mapping[type(settings)]
+    except (ValueError, KeyError):
+        raise LirError(f"{path}: no sequence-classification model for model type {backbone_type!r}") from None
+    labels = int(settings.num_labels)
+    scoring = {count: name for name, count in SCORINGS.items()}.get(labels)
+    if scoring is None:
+        raise LirError(f"{path}: {labels} labels: a cross-encoder has 1 (a score) or 2 (not relevant, relevant)")
+    classifier = model_class(settings)
+    weights = {k: v for k, v in read_weights(path).items() if not k.endswith("position_ids")}
+    own = {k for k in classifier.state_dict() if not k.endswith("position_ids")}
+    missing = sorted(own - set(weights))
+    if missing:
+        raise LirError(f"{path}: the weights lack {len(missing)} of the model's tensors (first: {missing[0]})")
+    refuse_leftovers({k: v for k, v in weights.items() if k not in own}, path)
+    try:
+        classifier.load_state_dict({k: weights[k] for k in own}, strict=False)
+    except RuntimeError as exc:
+        raise LirError(f"{path}: weights do not fit the config ({str(exc).splitlines()[-1].strip()})") from None
+    tokenizer = load_tokenizer(path)
+    template, types = _pair_layout(tokenizer, fields)
+    lengths = pair_lengths(fields, len(template) - 2, None, None, tokenizer_max_length(path))
+    model_settings = CrossEncoderConfig(template=template, token_types=types, scoring=scoring, **lengths)
+    model = SequenceClassificationCrossEncoder(classifier.float(), model_settings)
+    return LoadedCrossEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "huggingface", backbone_type)
+
+
+def tokenizer_max_length(path: Path) -> int | None:
+    """The tokenizer's `model_max_length` (sentence-transformers' CrossEncoder keeps its `max_length` there),
+    None when it sets none."""
+    file = path / "tokenizer_config.json"
+    total = read_json(file).get("model_max_length") if file.is_file() else None
+    if not isinstance(total, int | float) or total >= UNSET_MAX_LENGTH:
+        return None
+    return int(total)

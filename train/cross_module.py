@@ -25,7 +25,7 @@ class CrossEncoderModule:
         if isinstance(model_name_or_path, LoadedCrossEncoder):
             loaded = model_name_or_path
         else:
-            from lir.train.cross_loaders import load_cross_encoder
+            from lir.train.cross_encoder import load_cross_encoder
 
             loaded = load_cross_encoder(model_name_or_path, t5_scoring)
         self.loaded = loaded

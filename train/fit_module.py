@@ -22,9 +22,9 @@ from lir.metrics import evaluate
 from lir.tokenization import PairEncoder, TextEncoder
 from lir.train.checkpoints import load_model
 from lir.train.data import Batch, BiEncoderCollator, CrossEncoderCollator
-from lir.train.initialize import ModelSettings, initialize
+from lir.train.initialize import initialize
 from lir.train.losses import FlopsRegularization, InBatchCrossEntropy, RankNet
-from lir.train.saving import save_lightning_ir
+from lir.train.saving import ModelSettings, save_lightning_ir
 
 Outputs = tuple[torch.Tensor, ...]
 

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lir.coil import CoilVectors, collect_rows
+from lir.manifest import OUTPUTS
 from lir.tokenization import TextEncoder
-from lir.train.checkpoints import LoadedBiEncoder, load_bi_encoder
+from lir.train.checkpoint_io import LoadedBiEncoder
+from lir.train.checkpoints import load_bi_encoder
 from lir.vectors import Encoded, MultiVectors, SparseVectors
 
 
@@ -49,7 +52,7 @@ class BiEncoderModule:
     def forward_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray, role: str) -> tuple[torch.Tensor, ...]:
         """The model's raw outputs for one padded batch: (embeddings,), (vectors, scoring mask) or (weights,)."""
         ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
-        if self.family == "multi-vector":
+        if self.family in ("multi-vector", "coil"):
             return self.model.encode(ids, mask, role)
         return (self.model.encode(ids, mask, role),)
 
@@ -57,6 +60,8 @@ class BiEncoderModule:
         """Texts → the family's packed form (numpy): [N, D] array, `MultiVectors` or `SparseVectors`."""
         encoder = self.encoders[role]
         ids = encoder.encode(texts)
+        if self.family == "coil":
+            return coil_encodings(self, ids, role, batch_size)
         parts: list = []
         for start in range(0, len(ids), batch_size):
             outputs = self.forward_batch(*encoder.batch(ids[start : start + batch_size]), role)
@@ -101,3 +106,12 @@ def sparse_rows(dense: np.ndarray) -> SparseVectors:
     offsets = np.zeros(len(dense) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return SparseVectors(cols.astype(np.int32), dense[rows, cols].astype(np.float32), offsets, dense.shape[1])
+
+
+def coil_encodings(module: BiEncoderModule, ids: list[list[int]], role: str, batch_size: int) -> CoilVectors:
+    """Token ids of texts → `CoilVectors` (cls vectors, scored token ids and vectors) in PyTorch."""
+    rows = []
+    for start in range(0, len(ids), batch_size):
+        outputs = module.forward_batch(*module.encoders[role].batch(ids[start : start + batch_size]), role)
+        rows.extend(collect_rows(dict(zip(OUTPUTS["coil"], (x.numpy() for x in outputs), strict=True))))
+    return CoilVectors.from_rows(rows, module.model.cls_dim, module.model.embedding_dim)

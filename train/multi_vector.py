@@ -4,18 +4,43 @@ A text becomes one vector per token. Queries may be padded with an expansion tok
 full length; those tokens are always scored, attended by the others or not. A scoring mask drops
 padding and the configured tokens (ColBERT masks punctuation in documents). A query scores a document
 by the best dot product of each query token over the document's tokens, summed or averaged.
+
+The family in one place: `MultiVectorConfig`, `MultiVectorModel` (writes Lightning IR's `col` layout), the
+layouts it reads (Lightning IR `col`: [MASK] expansion, scoring masks, aggregations; colbert-ir's
+`HF_ColBERT`) and a new model's head (`ColConfig`). MVR builds on it in `lir.train.mvr`.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedModel
 
 from lir.errors import LirError
+from lir.files import read_json
 from lir.manifest import AGGREGATIONS, TextRules, check_role
+from lir.train.checkpoint_io import (
+    LIR_CONFIG_KEYS,
+    MARKERS,
+    LoadedBiEncoder,
+    build_backbone,
+    capped_length,
+    lightning_ir_text,
+    load_tokenizer,
+    located,
+    pad_token_id,
+    read_weights,
+    refuse_leftovers,
+    take_linear,
+    token_projection,
+)
+from lir.train.saving import ModelSettings, Settings, Tensors, markers_layout, new_linear, projection_layout
 
 SIMILARITIES = ("dot", "cosine")
 
@@ -121,3 +146,204 @@ class MultiVectorModel(nn.Module):
             n = len(docs)
             rows.append(self.pair_scores(q.expand(n, -1, -1), qm.expand(n, -1), docs, docs_mask))
         return torch.stack(rows) if rows else torch.empty(0, len(docs))
+
+    def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
+        """Lightning IR's config keys and head tensors of this model (what `save_lightning_ir` writes)."""
+        config = self.config
+        expansion = config.query_expansion_token
+        if expansion is not None and expansion != expansion_token(tokenizer, Path("the tokenizer")):
+            raise LirError(f"query expansion with {expansion!r}: Lightning IR expands with the mask token")
+        projection, head = projection_layout(self.projection)
+        settings = {
+            "model_type": "col",
+            "similarity_function": config.similarity,
+            "normalization_strategy": "l2" if config.normalize else None,
+            "query_aggregation_function": config.aggregation,
+            "query_expansion": expansion is not None,
+            "attend_to_query_expanded_tokens": config.attend_to_query_expansion,
+            "doc_expansion": False,
+            "query_mask_scoring_tokens": _mask_tokens(config.query_unscored_ids, tokenizer),
+            "doc_mask_scoring_tokens": _mask_tokens(config.doc_unscored_ids, tokenizer),
+            "projection": projection,
+            "embedding_dim": self.embedding_dim,
+            "query_length": config.query_length,
+            "doc_length": config.doc_length,
+            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
+        }
+        return settings, head
+
+
+def _mask_tokens(ids: list[int], tokenizer: Tokenizer) -> str | list[str] | None:
+    """The scoring-mask setting that gives back `ids`: None, "punctuation" or the list of tokens."""
+    if not ids:
+        return None
+    if sorted(ids) == unscored_ids("punctuation", tokenizer):
+        return "punctuation"
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    if None in tokens or unscored_ids(tokens, tokenizer) != sorted(ids):
+        raise LirError(f"unscored token ids {ids[:5]} cannot be written as tokens that encode back to them")
+    return tokens
+
+
+class ColConfig(ModelSettings):
+    """Multi-vector (`col`, ColBERT): a linear projection per token, late interaction; Lightning IR's defaults
+    are webis/colbert's (128 dimensions, [MASK] query expansion, punctuation not scored in documents)."""
+
+    model_type = "col"
+
+    def __init__(
+        self,
+        embedding_dim: int = 128,
+        similarity_function: str = "dot",
+        normalization_strategy: str | None = None,
+        query_aggregation_function: str = "sum",
+        query_expansion: bool = True,
+        attend_to_query_expanded_tokens: bool = True,
+        doc_mask_scoring_tokens: str | list[str] | None = "punctuation",
+        query_length: int = 32,
+        doc_length: int = 512,
+    ) -> None:
+        super().__init__(query_length, doc_length)
+        self.embedding_dim = embedding_dim
+        self.similarity_function = similarity_function
+        self.normalization_strategy = normalization_strategy
+        self.query_aggregation_function = query_aggregation_function
+        self.query_expansion = query_expansion
+        self.attend_to_query_expanded_tokens = attend_to_query_expanded_tokens
+        self.doc_mask_scoring_tokens = doc_mask_scoring_tokens
+
+    def settings(self) -> Settings:
+        return super().settings() | {
+            "similarity_function": self.similarity_function,
+            "normalization_strategy": self.normalization_strategy,
+            "query_aggregation_function": self.query_aggregation_function,
+            "query_expansion": self.query_expansion,
+            "attend_to_query_expanded_tokens": self.attend_to_query_expanded_tokens,
+            "doc_expansion": False,
+            "doc_mask_scoring_tokens": self.doc_mask_scoring_tokens,
+            "projection": "linear_no_bias",
+            "embedding_dim": self.embedding_dim,
+        }
+
+    def head(self, backbone: PreTrainedModel) -> Tensors:
+        return new_linear("projection", backbone.config.hidden_size, self.embedding_dim, bias=False)
+
+
+MASK_SIDE_FILE = "mask_scoring_tokens.json"
+EXPANSION_TOKENS = ("[MASK]", "<mask>")
+COLBERT_DEFAULTS: dict[str, Any] = {
+    "query_maxlen": 32,
+    "doc_maxlen": 180,
+    "similarity": "cosine",
+    "attend_to_mask_tokens": False,
+    "mask_punctuation": True,
+    "query_token_id": "[unused0]",
+    "doc_token_id": "[unused1]",
+    "interaction": "colbert",
+}
+"""ColBERTv2's settings, for whatever `artifact.metadata` leaves out (or when it is absent)."""
+
+
+def load_lightning_ir_col(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
+    """A Lightning IR `col` (or older multi-vector) checkpoint; unset fields take Lightning IR's defaults."""
+    if config.get("doc_expansion"):
+        raise LirError(f"{path}: doc_expansion (document [MASK] expansion) is not supported (query expansion only)")
+    doc_aggregation = config.get("doc_aggregation_function", "max")
+    if doc_aggregation != "max":
+        raise LirError(f"{path}: doc_aggregation_function {doc_aggregation!r} is not supported (max only)")
+    normalization = config.get("normalization_strategy")
+    if normalization not in (None, "l2"):
+        raise LirError(f"{path}: normalization {normalization!r} is not supported (l2 or none)")
+    fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS}
+    backbone_type = config["backbone_model_type"]
+    backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
+    projection = token_projection(rest, config, path)
+    refuse_leftovers(rest, path)
+    markers = MARKERS if config.get("add_marker_tokens") else ()
+    tokenizer = load_tokenizer(path, markers)
+    masks = {"query": config.get("query_mask_scoring_tokens"), "doc": config.get("doc_mask_scoring_tokens")}
+    if (path / MASK_SIDE_FILE).is_file():
+        masks |= read_json(path / MASK_SIDE_FILE)
+    expansion = expansion_token(tokenizer, path) if config.get("query_expansion") else None
+    with located(path):
+        settings = MultiVectorConfig(
+            normalize=normalization == "l2" or config.get("normalize") is True,
+            aggregation=config.get("query_aggregation_function") or "sum",
+            **lightning_ir_text(config, fields),
+            query_expansion_token=expansion,
+            query_expansion_id=tokenizer.token_to_id(expansion) if expansion else None,
+            attend_to_query_expansion=bool(config.get("attend_to_query_expanded_tokens", False)),
+            query_unscored_ids=unscored_ids(masks.get("query"), tokenizer),
+            doc_unscored_ids=unscored_ids(masks.get("doc"), tokenizer),
+        )
+    model = MultiVectorModel(backbone, settings, projection)
+    return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
+
+
+def load_colbert_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
+    """A colbert-ir checkpoint: HF config + `linear.weight`, settings from `artifact.metadata` or ColBERTv2's."""
+    metadata = read_json(path / "artifact.metadata") if (path / "artifact.metadata").is_file() else {}
+    settings_in = COLBERT_DEFAULTS | {k: v for k, v in metadata.items() if v is not None}
+    if settings_in["interaction"] != "colbert":
+        raise LirError(f"{path}: ColBERT interaction {settings_in['interaction']!r} is not supported (colbert)")
+    if settings_in["similarity"] != "cosine":
+        raise LirError(f"{path}: ColBERT similarity {settings_in['similarity']!r} is not supported (cosine only)")
+    fields = {k: v for k, v in config.items() if k != "architectures"}
+    backbone_type = fields.pop("model_type", None)
+    if not backbone_type:
+        raise LirError(f"{path}/config.json has no model_type")
+    backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
+    projection = take_linear(rest, "linear", path)
+    refuse_leftovers(rest, path)
+    dim = settings_in.get("dim")
+    if dim is not None and dim != projection.out_features:
+        raise LirError(f"{path}: artifact.metadata says dim {dim} but linear.weight gives {projection.out_features}")
+    tokenizer = load_tokenizer(path)
+    markers = settings_in["query_token_id"], settings_in["doc_token_id"]
+    for marker in markers:
+        if tokenizer.token_to_id(marker) is None:
+            raise LirError(f"{path}: ColBERT marker {marker!r} is not in the tokenizer's vocabulary")
+    expansion = expansion_token(tokenizer, path)
+    with located(path):
+        settings = MultiVectorConfig(
+            similarity="cosine",
+            normalize=True,
+            aggregation="sum",
+            query_length=capped_length(fields, int(settings_in["query_maxlen"])),
+            doc_length=capped_length(fields, int(settings_in["doc_maxlen"])),
+            query_marker=markers[0],
+            doc_marker=markers[1],
+            query_expansion_token=expansion,
+            query_expansion_id=tokenizer.token_to_id(expansion),
+            attend_to_query_expansion=bool(settings_in["attend_to_mask_tokens"]),
+            doc_unscored_ids=unscored_ids("punctuation" if settings_in["mask_punctuation"] else None, tokenizer),
+        )
+    model = MultiVectorModel(backbone, settings, projection)
+    return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "colbert", backbone_type)
+
+
+def expansion_token(tokenizer: Tokenizer, where: Path) -> str:
+    """The tokenizer's mask token, which pads expanded queries."""
+    for token in EXPANSION_TOKENS:
+        if tokenizer.token_to_id(token) is not None:
+            return token
+    raise LirError(f"{where}: query expansion needs a mask token ({' or '.join(EXPANSION_TOKENS)}) in the vocabulary")
+
+
+def unscored_ids(tokens: str | list[str] | None, tokenizer: Tokenizer) -> list[int]:
+    """Token ids never scored: `"punctuation"` (each character of `string.punctuation` the tokenizer keeps
+    as one token, ColBERT's skiplist) or a list of tokens (each must be one token); sorted, unique."""
+    if tokens is None:
+        return []
+    if tokens == "punctuation":
+        encoded = (tokenizer.encode(c, add_special_tokens=False).ids for c in string.punctuation)
+        return sorted({ids[0] for ids in encoded if len(ids) == 1})
+    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+        raise LirError(f"mask scoring tokens must be 'punctuation', a list of tokens or null, not {tokens!r}")
+    ids = set()
+    for token in tokens:
+        encoded = tokenizer.encode(token, add_special_tokens=False).ids
+        if len(encoded) != 1:
+            raise LirError(f"mask scoring token {token!r} is not a single token of the vocabulary")
+        ids.add(encoded[0])
+    return sorted(ids)

@@ -18,23 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from lir.errors import LirError
 from lir.manifest import TextRules, check_role
-from lir.train.checkpoints import (
+from lir.train.checkpoint_io import (
     LIR_CONFIG_KEYS,
     MARKERS,
     LoadedBiEncoder,
-    _linear,
-    _refuse_leftovers,
     build_backbone,
     lightning_ir_text,
     load_tokenizer,
     located,
     pad_token_id,
     read_weights,
+    refuse_leftovers,
+    token_projection,
 )
 from lir.train.multi_vector import MultiVectorConfig, MultiVectorModel
+from lir.train.saving import Settings, Tensors, markers_layout, projection_layout
 
 MVR_KEYS = {"num_viewer_tokens"}
 """Lightning IR's mvr settings beyond the multi-vector ones (kept out of the backbone's config)."""
@@ -82,6 +84,24 @@ class MvrModel(MultiVectorModel):
         first, last = (0, 0) if role == "query" else (1, self.config.num_viewer_tokens)
         return (position >= first) & (position <= last) & attention_mask.bool()
 
+    def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
+        """Lightning IR's config keys and head tensors of this model (what `save_lightning_ir` writes)."""
+        config = self.config
+        projection, head = projection_layout(self.projection)
+        settings = {
+            "model_type": "mvr",
+            "num_viewer_tokens": config.num_viewer_tokens,
+            "similarity_function": config.similarity,
+            "normalization_strategy": "l2" if config.normalize else None,
+            "doc_aggregation_function": "max",
+            "projection": projection,
+            "embedding_dim": self.embedding_dim,
+            "query_length": config.query_length,
+            "doc_length": config.doc_length,
+            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
+        }
+        return settings, head
+
 
 def load_lightning_ir_mvr(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
     """A Lightning IR `mvr` checkpoint; unset fields take Lightning IR's defaults (8 views, linear, dot, max)."""
@@ -89,13 +109,8 @@ def load_lightning_ir_mvr(path: Path, config: dict[str, Any], spec: str) -> Load
     fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS | MVR_KEYS}
     backbone_type = config["backbone_model_type"]
     backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
-    projection = None
-    if "projection.weight" in rest or config.get("projection", "linear") is not None:
-        projection = _linear(rest, "projection", path)
-    _refuse_leftovers(rest, path)
-    dim = config.get("embedding_dim")
-    if projection is not None and dim is not None and dim != projection.out_features:
-        raise LirError(f"{path}: embedding_dim {dim} but projection.weight gives {projection.out_features}")
+    projection = token_projection(rest, config, path)
+    refuse_leftovers(rest, path)
     markers = MARKERS if config.get("add_marker_tokens") else ()
     with located(path):
         settings = MvrConfig(

@@ -11,19 +11,42 @@ distinct token weighs 1).
 The head is BERT's masked-language-model head: dense, activation, LayerNorm, and a decoder whose
 weight is the backbone's word embedding matrix plus its own bias. Each text becomes one weight per
 vocabulary term; queries and documents are compared by dot product.
+
+The family in one place: `SparseConfig`, `SparseModel` (writes Lightning IR's `splade` layout), the layouts
+it reads (Lightning IR `splade` in four head layouts, Hugging Face `*ForMaskedLM`) and a new model's head
+(`SpladeConfig`). UniCOIL, also sparse, is `lir.train.unicoil`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
 from lir.errors import LirError
 from lir.manifest import TextRules, check_role
+from lir.train.checkpoint_io import (
+    LIR_CONFIG_KEYS,
+    MARKERS,
+    LoadedBiEncoder,
+    build_backbone,
+    capped_length,
+    lightning_ir_pooling,
+    lightning_ir_text,
+    load_tokenizer,
+    located,
+    pad_token_id,
+    read_weights,
+    refuse_leftovers,
+    take_tensor,
+)
+from lir.train.saving import ModelSettings, Settings, Tensors, markers_layout, new_linear
 
 SPARSIFICATIONS = {
     "relu": torch.relu,
@@ -169,9 +192,193 @@ class SparseModel(nn.Module):
         """[Q, V] and [N, V] weights → [Q, N] dot products."""
         return queries @ docs.T
 
+    def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
+        """Lightning IR's config keys and head tensors of this model (what `save_lightning_ir` writes)."""
+        config, head = self.config, self.head
+        settings = {
+            "model_type": "splade",
+            "pooling_strategy": config.pooling,
+            "sparsification_strategy": config.sparsification,
+            "query_weighting": config.query_weighting,
+            "doc_weighting": config.doc_weighting,
+            "query_expansion": config.query_expansion,
+            "doc_expansion": config.doc_expansion,
+            "normalization_strategy": None,
+            "similarity_function": "dot",
+            "embedding_dim": self.embedding_dim,
+            "query_length": config.query_length,
+            "doc_length": config.doc_length,
+            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
+        }
+        tensors = {
+            "projection.predictions.transform.dense.weight": head.dense.weight,
+            "projection.predictions.transform.dense.bias": head.dense.bias,
+            "projection.predictions.transform.LayerNorm.weight": head.norm.weight,
+            "projection.predictions.transform.LayerNorm.bias": head.norm.bias,
+            "projection.predictions.bias": head.bias,
+        }
+        for role, table in self.static_weights.items():  # Lightning IR's torch.nn.Embedding(vocabulary, 1)
+            tensors[f"{role}_weights.weight"] = table[:, None]
+        return settings, tensors
+
 
 def own_terms(input_ids: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
     """[B, V]: each attended token's weight ([B, L] `weights`) at its id, as Lightning IR scatters them (a
     repeated token is written once per occurrence, so its weight counts once); padding writes 0."""
     values = weights.masked_fill(~attention_mask.bool(), 0.0)
     return torch.zeros(input_ids.shape[0], dim, dtype=values.dtype, device=values.device).scatter(1, input_ids, values)
+
+
+class SpladeConfig(ModelSettings):
+    """Sparse (`splade`): an MLM head (dense → activation → LayerNorm → tied decoder), log(1 + ReLU), max pooling.
+    A fresh head starts with LayerNorm at identity and a zero decoder bias."""
+
+    model_type = "splade"
+
+    def settings(self) -> Settings:
+        return super().settings() | {
+            "pooling_strategy": "max",
+            "sparsification_strategy": "relu_log",
+            "similarity_function": "dot",
+        }
+
+    def head(self, backbone: PreTrainedModel) -> Tensors:
+        hidden = backbone.config.hidden_size
+        return new_linear("projection.dense", hidden, hidden, bias=True) | {
+            "projection.norm.weight": torch.ones(hidden),
+            "projection.norm.bias": torch.zeros(hidden),
+            "projection.decoder.bias": torch.zeros(backbone.config.vocab_size),
+        }
+
+
+NSP_HEAD = "cls.seq_relationship."
+"""BERT's next-sentence head, shipped by pre-training checkpoints; a masked LM ignores it."""
+
+
+class HeadLayout(NamedTuple):
+    """Where one layout keeps the MLM head's tensors."""
+
+    dense: str
+    norm: str
+    biases: tuple[str, ...]  # the decoder bias; tied copies under the other names must agree
+    decoder: str  # the decoder weight, when saved: must equal the word embeddings
+
+
+HEAD_LAYOUTS = (
+    HeadLayout(
+        "projection.predictions.transform.dense",
+        "projection.predictions.transform.LayerNorm",
+        ("projection.predictions.bias", "projection.predictions.decoder.bias"),
+        "projection.predictions.decoder.weight",
+    ),
+    HeadLayout("projection.dense", "projection.norm", ("projection.decoder.bias",), "projection.decoder.weight"),
+    HeadLayout(
+        "projection.dense",
+        "projection.LayerNorm",
+        ("projection.bias", "projection.decoder.bias"),
+        "projection.decoder.weight",
+    ),
+    HeadLayout(
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        ("cls.predictions.bias", "cls.predictions.decoder.bias"),
+        "cls.predictions.decoder.weight",
+    ),
+)
+"""Lightning IR 0.0.6 (what its save_pretrained writes), Lightning IR 2025, Lightning IR 2024, Hugging Face
+`*ForMaskedLM`."""
+
+
+def load_lightning_ir_splade(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
+    """A Lightning IR `splade` checkpoint (or an old `bi-encoder` with an `mlm` projection).
+
+    Weighting and expansion per role are read where the config has `*_weighting` keys (Lightning IR 0.0.6).
+    Older configs say `doc_expansion: false` in ColBERT's sense ([MASK] padding), which SPLADE never did:
+    there it changes nothing. Normalization is ignored, as Lightning IR 0.0.6 ignores it."""
+    if "sparsification_strategy" in config and config["sparsification_strategy"] is None:
+        raise LirError(f"{path}: SPLADE sparsification_strategy null (raw, dense logits) is not supported")
+    fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS}
+    backbone_type = config["backbone_model_type"]
+    backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
+    head = mlm_head(backbone, rest, path)
+    static = {
+        role: take_tensor(rest, f"{role}_weights.weight", path).reshape(-1)
+        for role in ("query", "doc")
+        if config.get(f"{role}_weighting") == "static"
+    }
+    refuse_leftovers(rest, path)
+    markers = MARKERS if config.get("add_marker_tokens") else ()
+    weighted = "query_weighting" in config or "doc_weighting" in config
+    with located(path):
+        settings = SparseConfig(
+            **lightning_ir_text(config, fields),
+            sparsification=config.get("sparsification_strategy") or config.get("sparsification") or "relu_log",
+            pooling=lightning_ir_pooling(config, path) or "max",
+            query_weighting=config.get("query_weighting", "contextualized"),
+            doc_weighting=config.get("doc_weighting", "contextualized"),
+            query_expansion=config.get("query_expansion", True) if weighted else True,
+            doc_expansion=config.get("doc_expansion", True) if weighted else True,
+        )
+        model = SparseModel(backbone, settings, head, static)
+    tokenizer = load_tokenizer(path, markers)
+    return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
+
+
+def load_masked_lm(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
+    """A Hugging Face `*ForMaskedLM` checkpoint as SPLADE, with Lightning IR's lengths (query 32, doc 512)."""
+    fields = {k: v for k, v in config.items() if k != "architectures"}
+    backbone_type = fields.pop("model_type", None)
+    if not backbone_type:
+        raise LirError(f"{path}/config.json has no model_type")
+    backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
+    rest = {k: v for k, v in rest.items() if not k.startswith(NSP_HEAD)}
+    head = mlm_head(backbone, rest, path)
+    refuse_leftovers(rest, path)
+    settings = SparseConfig(query_length=capped_length(fields, 32), doc_length=capped_length(fields, 512))
+    tokenizer = load_tokenizer(path)
+    model = SparseModel(backbone, settings, head)
+    return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "huggingface", backbone_type)
+
+
+def mlm_head(backbone: PreTrainedModel, rest: dict[str, torch.Tensor], where: Path) -> MlmHead:
+    """The MLM head in whichever layout `rest` holds; its tensors are popped from `rest`."""
+    layout = next((layout for layout in HEAD_LAYOUTS if f"{layout.norm}.weight" in rest), None)
+    if layout is None:
+        raise LirError(
+            f"{where}: the weights lack an MLM head (projection.norm.*, projection.LayerNorm.* or "
+            "cls.predictions.transform.*)"
+        )
+    config = backbone.config
+    activation = getattr(config, "hidden_act", None)
+    if not isinstance(activation, str):
+        raise LirError(f"{where}: the backbone config names no hidden_act for the MLM head")
+    embeddings = backbone.get_input_embeddings()
+    tensors = {
+        "dense.weight": take_tensor(rest, f"{layout.dense}.weight", where),
+        "dense.bias": take_tensor(rest, f"{layout.dense}.bias", where),
+        "norm.weight": take_tensor(rest, f"{layout.norm}.weight", where),
+        "norm.bias": take_tensor(rest, f"{layout.norm}.bias", where),
+    }
+    biases = [rest.pop(name) for name in layout.biases if name in rest]
+    if not biases:
+        raise LirError(f"{where}: the weights lack {layout.biases[0]}")
+    if any(not torch.equal(bias, biases[0]) for bias in biases[1:]):
+        raise LirError(f"{where}: the MLM decoder biases {', '.join(layout.biases)} differ")
+    tensors["bias"] = biases[0]
+    decoder = rest.pop(layout.decoder, None)
+    tied = decoder is None or (
+        decoder.shape == embeddings.weight.shape and torch.equal(decoder.to(embeddings.weight.dtype), embeddings.weight)
+    )
+    if not tied:
+        raise LirError(
+            f"{where}: {layout.decoder} differs from the word embeddings (untied decoders are not supported)"
+        )
+    with located(where):
+        head = MlmHead(config.hidden_size, activation, float(getattr(config, "layer_norm_eps", 1e-12)), embeddings)
+    try:
+        head.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:
+        raise LirError(
+            f"{where}: MLM head weights do not fit the backbone ({str(exc).splitlines()[-1].strip()})"
+        ) from None
+    return head

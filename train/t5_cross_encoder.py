@@ -25,8 +25,15 @@ from transformers import T5Config, T5ForConditionalGeneration, T5Model
 
 from lir.errors import LirError
 from lir.manifest import DOC, QUERY
-from lir.train.checkpoints import load_tokenizer, pad_token_id, read_weights
-from lir.train.cross_encoder import CrossEncoderConfig, LoadedCrossEncoder, _check_head, logits_to_scores
+from lir.train.checkpoint_io import load_tokenizer, pad_token_id, read_weights
+from lir.train.cross_encoder import (
+    CrossEncoderConfig,
+    LoadedCrossEncoder,
+    _check_head,
+    logits_to_scores,
+    pair_lengths,
+    tokenizer_max_length,
+)
 from lir.train.pooling import pool
 
 SCORE_TOKENS = {"mono": ("▁false", "▁true"), "rank": ("<extra_id_10>",)}
@@ -164,20 +171,21 @@ def build_t5(
 def load_t5_cross_encoder(path: Path, config: dict[str, Any], spec: str, scoring: str) -> LoadedCrossEncoder:
     """A monoT5 (`scoring="mono"`) or RankT5 (`"rank"`) checkpoint: `T5ForConditionalGeneration` in config.json,
     safetensors weights, tokenizer.json. Query and document keep 32 and 512 content tokens (Lightning IR's T5
-    defaults) unless config.json names `query_length` / `doc_length`."""
+    defaults) unless config.json names `query_length` / `doc_length`; the whole pair at most the tokenizer's
+    `model_max_length` (512 at most), the longer content cut first."""
     if scoring not in SCORE_TOKENS:
         raise LirError(f"unknown T5 scoring {scoring!r} (known: {', '.join(SCORE_TOKENS)})")
     tokenizer = load_tokenizer(path)
     token_ids = score_token_ids(tokenizer, scoring, path)
     backbone = build_t5(config, read_weights(path), path)
-    settings = CrossEncoderConfig(
-        query_length=int(config.get("query_length", 32)),
-        doc_length=int(config.get("doc_length", 512)),
-        template=list(TEMPLATES[scoring]),
-        token_types=None,
-        pooling="first",
-        scoring=scoring,
+    template = list(TEMPLATES[scoring])
+    specials = sum(
+        len(tokenizer.encode(part, add_special_tokens=False).ids) for part in template if part not in (QUERY, DOC)
     )
+    lengths = pair_lengths(
+        config, specials, config.get("query_length", 32), config.get("doc_length", 512), tokenizer_max_length(path)
+    )
+    settings = CrossEncoderConfig(template=template, token_types=None, pooling="first", scoring=scoring, **lengths)
     scale = backbone.model_dim**-0.5 if backbone.config.tie_word_embeddings else 1.0  # as before its LM head
     model = T5CrossEncoderModel(backbone, settings, lm_head_rows(backbone, token_ids), scale)
     return LoadedCrossEncoder(model, tokenizer, pad_token_id(tokenizer, config), spec, "t5", "t5")

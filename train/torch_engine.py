@@ -18,8 +18,10 @@ from torch import nn
 
 from lir.clients.engine import Engine
 from lir.errors import LirError
+from lir.manifest import OUTPUTS
 from lir.tokenization import PairEncoder, TextEncoder
-from lir.train.checkpoints import LoadedBiEncoder, load_model
+from lir.train.checkpoint_io import LoadedBiEncoder
+from lir.train.checkpoints import load_model
 from lir.train.cross_encoder import LoadedCrossEncoder
 from lir.train.fit_module import FitModule
 
@@ -82,7 +84,11 @@ class TorchEngine(Engine):
 
     @property
     def aggregation(self) -> str | None:
-        return self.model.config.aggregation if self.family == "multi-vector" else None
+        return self.model.config.aggregation if self.family in ("multi-vector", "coil") else None
+
+    @property
+    def doc_aggregation(self) -> str | None:
+        return self.model.config.doc_aggregation if self.family == "coil" else None
 
     @property
     def listwise(self) -> bool:
@@ -99,6 +105,10 @@ class TorchEngine(Engine):
     def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         self.require(cross_encoder=False)
         ids, mask = self._tensor(input_ids), self._tensor(attention_mask)
+        if self.family == "coil":
+            outputs = self.model.encode(ids, mask, role)
+            return {name: x.float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
+                    for name, x in zip(OUTPUTS["coil"], outputs, strict=True)}  # fmt: skip
         if self.family == "multi-vector":
             vectors, scoring = self.model.encode(ids, mask, role)
             return {"embeddings": self._vectors(vectors), "scoring_mask": scoring.cpu().numpy()}

@@ -13,23 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedModel
 
 from lir.errors import LirError
-from lir.train.checkpoints import (
+from lir.train.checkpoint_io import (
     LIR_CONFIG_KEYS,
     MARKERS,
     LoadedBiEncoder,
-    _linear,
-    _refuse_leftovers,
     build_backbone,
     lightning_ir_text,
     load_tokenizer,
     located,
     pad_token_id,
     read_weights,
+    refuse_leftovers,
+    take_linear,
 )
+from lir.train.saving import Settings, Tensors, markers_layout, projection_layout
 from lir.train.sparse import SparseConfig
 
 
@@ -67,14 +69,28 @@ class UniCoilModel(nn.Module):
         """[Q, V] and [N, V] impacts → [Q, N] dot products."""
         return queries @ docs.T
 
+    def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
+        """Lightning IR's `unicoil` config keys and `token_projection` (what `save_lightning_ir` writes)."""
+        config = self.config
+        projection, tensors = projection_layout(self.token_projection, "token_projection")
+        settings = {
+            "model_type": "unicoil",
+            "projection": projection,
+            "similarity_function": config.similarity,
+            "query_length": config.query_length,
+            "doc_length": config.doc_length,
+            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
+        }
+        return settings, tensors
+
 
 def load_lightning_ir_unicoil(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
     """A Lightning IR `unicoil` checkpoint: the backbone and `token_projection` [1, H] (+ bias)."""
     fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS}
     backbone_type = config["backbone_model_type"]
     backbone, rest = build_backbone(backbone_type, fields, read_weights(path), path)
-    projection = _linear(rest, "token_projection", path)
-    _refuse_leftovers(rest, path)
+    projection = take_linear(rest, "token_projection", path)
+    refuse_leftovers(rest, path)
     markers = MARKERS if config.get("add_marker_tokens") else ()
     with located(path):
         settings = SparseConfig(
