@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from lir.batching import length_batches, pair_groups, score_pair_batches
 from lir.errors import LirError
 from lir.manifest import Manifest, check_role
+from lir.model_card import ModelCard
 from lir.term_weights import TermTable
 from lir.tokenization import PairEncoder, TextEncoder
 from lir.vectors import Collector, Encoded
@@ -31,8 +32,9 @@ class Engine(ABC):
 
     Subclasses run one padded batch of token ids through the role's graph (`run_batch`) or the pairs of
     a cross-encoder through its scorer graph (`run_scores`); tokenization by the manifest's rules and
-    length-bucketed batching are shared here. An engine without an exported directory (`manifest` None)
-    passes its own `encoders` (bi-encoders) or `pairs` (cross-encoders) and overrides the properties.
+    length-bucketed batching are shared here. What the engine says of its model comes from one `ModelCard`
+    (the manifest's). An engine without an exported directory (`manifest` None) passes its `card` and its
+    own `encoders` (bi-encoders) or `pairs` (cross-encoders).
     """
 
     def __init__(
@@ -41,9 +43,11 @@ class Engine(ABC):
         manifest: Manifest | None,
         encoders: Mapping[str, TextEncoder] | None = None,
         pairs: PairEncoder | None = None,
+        card: ModelCard | None = None,
     ) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.manifest = manifest
+        self.card = card if card is not None else ModelCard.of(manifest)
         if manifest is not None and manifest.is_cross_encoder:
             pairs = PairEncoder.from_manifest(directory, manifest)
         elif manifest is not None:
@@ -59,26 +63,26 @@ class Engine(ABC):
     def embedding_dim(self) -> int | None:
         """Vector size (single-vector), token vector size (multi-vector), vocabulary size (sparse); None for
         a cross-encoder."""
-        return self.manifest.embedding_dim
+        return self.card.embedding_dim
 
     @property
     def family(self) -> str:
-        return self.manifest.family
+        return self.card.family
 
     @property
     def aggregation(self) -> str | None:
         """How a multi-vector model aggregates query tokens (`sum` or `mean`); None otherwise."""
-        return self.manifest.aggregation
+        return self.card.aggregation
 
     @property
     def doc_aggregation(self) -> str | None:
         """How a COIL model aggregates document tokens per query token (`max`, `sum` or `mean`); None otherwise."""
-        return self.manifest.doc_aggregation
+        return self.card.doc_aggregation
 
     @property
     def listwise(self) -> bool:
         """Whether a cross-encoder scores the candidates of a group jointly (they then share batches)."""
-        return self.manifest.pair is not None and self.manifest.pair.listwise
+        return self.card.listwise
 
     @abstractmethod
     def run_batch(self, role: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:

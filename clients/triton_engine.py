@@ -23,6 +23,7 @@ from lir.batching import group_members, pair_groups
 from lir.clients.engine import PAIR_TOKENS, Engine
 from lir.errors import LirError
 from lir.manifest import OUTPUTS, check_role, load_manifest
+from lir.model_card import ModelCard, served_manifest
 from lir.tokenization import as_text
 from lir.vectors import Collector, Encoded
 
@@ -68,47 +69,18 @@ class TritonEngine(Engine):
         except Exception as exc:
             raise LirError(f"model {model!r} is not ready on {url}: {_first_line(exc)}") from None
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        self._fingerprint = {
-            "model": parameters.get("lir_model", model),
-            "doc_encoder_sha256": parameters.get("doc_encoder_sha256", ""),
-        }
-        self._family = parameters.get("family", "single-vector")
-        if self._family not in OUTPUTS:
-            raise LirError(f"model {model!r} on {url} is of unknown family {self._family!r}")
-        self._aggregation = parameters.get("aggregation") or None
-        self._doc_aggregation = parameters.get("doc_aggregation") or None
+        served = served_manifest(parameters, model)  # the card and fingerprint: no family is guessed here
+        self._fingerprint = served.fingerprint
         self.variant = "fp32" if mode == "ids" else parameters.get("variant")  # graph models serve the fp32 file
-        self._listwise = parameters.get("listwise") == "true"
-        cross_encoder = self._family == "cross-encoder"
-        self._dim = None if cross_encoder else int(parameters.get("embedding_dim") or config["output"][0]["dims"][-1])
         if mode == "ids":
             super().__init__(model_dir, load_manifest(model_dir))
-            if self.manifest.name != self._fingerprint["model"]:
+            if self.manifest.fingerprint != self._fingerprint:
                 raise LirError(
-                    f"{model_dir} holds model {self.manifest.name!r}, the server serves {self._fingerprint['model']!r}"
+                    f"{model_dir} holds model {self.manifest.name!r}, not the one the server serves as {model!r} "
+                    f"({self._fingerprint['model']!r}, another doc encoder?)"
                 )
         else:
-            self.directory, self.manifest = None, None
-
-    @property
-    def embedding_dim(self) -> int:
-        return self._dim
-
-    @property
-    def family(self) -> str:
-        return self._family
-
-    @property
-    def aggregation(self) -> str | None:
-        return self._aggregation
-
-    @property
-    def doc_aggregation(self) -> str | None:
-        return self._doc_aggregation
-
-    @property
-    def listwise(self) -> bool:
-        return self._listwise
+            self.directory, self.manifest, self.card = None, None, ModelCard.of(served)
 
     @property
     def fingerprint(self) -> dict[str, str]:
@@ -185,7 +157,7 @@ class TritonEngine(Engine):
         check_role(role)
         clean = [as_text(t, i, role).encode("utf-8") for i, t in enumerate(texts)]
         starts = range(0, len(clean), batch_size)
-        names = OUTPUTS[self._family]
+        names = OUTPUTS[self.family]
 
         def send(start: int) -> dict[str, np.ndarray]:
             array = np.array(clean[start : start + batch_size], dtype=object).reshape(-1, 1)
@@ -193,7 +165,7 @@ class TritonEngine(Engine):
             return {name: found[name.upper()] for name in names}
 
         parts = self._parallel(send, list(starts))
-        collector = Collector(self._family, len(clean), self._dim)
+        collector = Collector(self.family, len(clean), self.embedding_dim)
         for start, outputs in zip(starts, parts, strict=True):
             collector.add(np.arange(start, min(start + batch_size, len(clean))), outputs)
         return collector.result()
@@ -216,7 +188,7 @@ class TritonEngine(Engine):
             "QUERY": np.array([as_text(t, i, "query").encode("utf-8") for i, t in enumerate(queries)], dtype=object),
             "DOC": np.array([as_text(t, i, "doc").encode("utf-8") for i, t in enumerate(docs)], dtype=object),
         }
-        if self._listwise:  # one request per group: the server scores a request's pairs jointly
+        if self.listwise:  # one request per group: the server scores a request's pairs jointly
             chunks = group_members(pair_groups(queries, groups))
         else:
             count = len(queries)

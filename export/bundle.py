@@ -108,8 +108,8 @@ def verify(reference: Parity, plan: GraphPlan, path: Path, kind: str, tolerance:
         raise ParityError(f"the {kind} {plan.name} graph: {exc}: export refused") from None
     family = reference.family
     source = reference.probes.source
-    check_bounds(plan.name, kind, diff, agreement, tolerance, source, family.min_cosine, family.agreement)
-    return Variant(path.name, sha256_file(path), diff, agreement)
+    check_bounds(plan.name, kind, diff, agreement, tolerance, source, family.bounds, family.agreement)
+    return Variant(path.name, sha256_file(path), diff, agreement, family.agreement)
 
 
 def verify_graph(
@@ -250,7 +250,7 @@ def _fp32_graph(
 
 
 def _log_variant(log: Log, family: ModelExport, graph: str, kind: str, variant: Variant) -> None:
-    log(f"  {graph} {kind}: max |diff| {variant.max_abs_diff:.2e}, {family.agreement} {variant.min_cosine:.4f}")
+    log(f"  {graph} {kind}: max |diff| {variant.max_abs_diff:.2e}, {variant.measure} {variant.agreement:.4f}")
 
 
 def _manifest(

@@ -45,7 +45,7 @@ class CoilExport(BiEncoderExport):
 
     family = "coil"
     encoders = ENCODERS
-    min_cosine = MIN_TOKEN_COSINE
+    bounds = MIN_TOKEN_COSINE
 
     def plans(self) -> list[GraphPlan]:
         names = OUTPUTS[self.family]

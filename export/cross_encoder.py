@@ -10,7 +10,7 @@ candidates in reverse order):
 - fp32: the max abs difference, relative to the score scale (divided by the largest |score| of the probe
   pairs when that is above 1: raw logits can be large), must stay within the tolerance;
 - every variant: the Pearson correlation of its scores with PyTorch's over all probe pairs (the lowest of
-  the batchings) is recorded in the manifest's `Variant.min_cosine` field and bounded per numeric variant
+  the batchings) is recorded in the manifest's `Variant.agreement` (measure `Pearson r`) and bounded per numeric variant
   (`lir.export.limits.MIN_SCORE_CORRELATION`);
 - effectiveness: nDCG@10 of re-ranking each judged probe query's judged documents plus 20 others.
 """
@@ -173,7 +173,7 @@ class CrossEncoderExport(ModelExport):
     """A cross-encoder: one scorer graph over the pair sequences, compared by scores."""
 
     family = "cross-encoder"
-    min_cosine = MIN_SCORE_CORRELATION
+    bounds = MIN_SCORE_CORRELATION
     agreement = "Pearson r"
     module: CrossEncoderModule
 

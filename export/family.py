@@ -42,10 +42,10 @@ class ModelExport(ABC):
     """
 
     family: str
-    min_cosine: dict[str, float] = MIN_COSINE
+    bounds: dict[str, float] = MIN_COSINE
     """The lowest agreement with PyTorch each numeric variant may reach (what `Parity.measure` returns)."""
     agreement: str = "min cosine"
-    """What the agreement is, in messages (the manifest stores it as `Variant.min_cosine`)."""
+    """What the agreement is, in messages (the manifest's `Variant.measure`)."""
 
     def __init__(self, module: Any) -> None:
         self.module = module

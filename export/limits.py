@@ -15,7 +15,7 @@ MIN_TOKEN_COSINE = {"int8": 0.8, "fp16": 0.999}
 # the probe subset not lower than fp32's), fp16 0.99998
 MIN_TERM_COSINE = {"int8": 0.8, "fp16": 0.999}
 # lowest Pearson correlation of a cross-encoder's scores with PyTorch's over the probe pairs (stored as the
-# variant's min_cosine); measured below, see lir.export.cross_encoder
+# variant's agreement, measure Pearson r); measured below, see lir.export.cross_encoder
 MIN_SCORE_CORRELATION = {"int8": 0.9, "fp16": 0.999}
 DEFAULT_TOP_K = 1024  # terms per text a sparse encoder graph returns (never more than the vocabulary)
 

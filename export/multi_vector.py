@@ -93,7 +93,7 @@ class MultiVectorExport(BiEncoderExport):
 
     family = "multi-vector"
     encoders = ENCODERS
-    min_cosine = MIN_TOKEN_COSINE
+    bounds = MIN_TOKEN_COSINE
 
     def plans(self) -> list[GraphPlan]:
         dim = self.model.embedding_dim

@@ -75,7 +75,7 @@ class SparseExport(BiEncoderExport):
     """Vocabulary-sized term weights per text, compared by dot product."""
 
     family = "sparse"
-    min_cosine = MIN_TERM_COSINE
+    bounds = MIN_TERM_COSINE
 
     def __init__(self, module: BiEncoderModule, top_k: int = DEFAULT_TOP_K) -> None:
         super().__init__(module)

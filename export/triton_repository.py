@@ -14,8 +14,9 @@ Layout in the model repository (one source of truth for the ONNX files):
       1/model.py
 
 Text endpoint outputs per family: single-vector EMBEDDINGS [D]; multi-vector EMBEDDINGS [-1, D] and
-SCORING_MASK [-1]; sparse TERM_IDS [-1] and WEIGHTS [-1]. The parameters `family`, `embedding_dim`
-(and `aggregation` for multi-vector models) say which. Bool tensors are TYPE_BOOL; a [batch] tensor is
+SCORING_MASK [-1]; sparse TERM_IDS [-1] and WEIGHTS [-1]. The parameter `manifest` holds the export's
+manifest, which engines read (`lir.model_card`); `family`, `embedding_dim` (and `aggregation` for
+multi-vector models) repeat what it says for a reader of the config. Bool tensors are TYPE_BOOL; a [batch] tensor is
 [1] reshaped to [].
 
 A cross-encoder's text endpoint takes QUERY and DOC strings (one pair per batch item) and returns SCORES;
@@ -27,6 +28,7 @@ share a group); the python-backend graph model keeps them apart itself.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from pathlib import Path
 from lir.errors import LirError
 from lir.files import FolderSwap, owned_by, plain_name
 from lir.manifest import FORMAT, MANIFEST_FILE, Graph, Manifest
+from lir.model_card import MANIFEST_PARAMETER
 
 MAX_BATCH = 64
 CROSS_MAX_BATCH = 256
@@ -99,12 +102,19 @@ def family_parameters(manifest: Manifest) -> dict[str, str]:
 
 
 def _common(parameters: dict[str, str], kind: str, batching: bool = True) -> str:
-    params = "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in parameters.items())
+    params = "\n".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{_escaped(v)}" }} }}' for k, v in parameters.items()
+    )
     preferred = ", ".join(str(b) for b in PREFERRED_BATCHES)
     dynamic = (
         f"dynamic_batching {{ preferred_batch_size: [ {preferred} ] max_queue_delay_microseconds: {QUEUE_DELAY_US} }}\n"
     )
     return f"{params}\n" + (dynamic if batching else "") + f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
+
+
+def _escaped(value: str) -> str:
+    """`value` as the body of a protobuf text-format string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _fingerprint(manifest: Manifest) -> dict[str, str]:
@@ -123,7 +133,10 @@ def text_endpoint_config(manifest: Manifest, device: str = "cpu", variant: str =
         f"input [\n{inputs}\n]\n"
         f"output [\n{outputs}\n]\n"
         + _common(
-            {"variant": variant, "device": device} | family_parameters(manifest) | _fingerprint(manifest),
+            {"variant": variant, "device": device}
+            | family_parameters(manifest)
+            | _fingerprint(manifest)
+            | {MANIFEST_PARAMETER: json.dumps(manifest.to_dict(), separators=(",", ":"))},
             "KIND_GPU" if device == "cuda" else "KIND_CPU",
         )
     )

@@ -20,7 +20,8 @@ from lir.files import atomic_write_text, confined, plain_name, read_json, sha256
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "lir-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: variants record `agreement` and its `measure` (1 called every agreement `min_cosine`)."""
 FAMILIES = ("single-vector", "multi-vector", "sparse", "coil", "cross-encoder")
 BI_ENCODERS = ("single-vector", "multi-vector", "sparse", "coil")
 AGGREGATIONS = ("sum", "mean")
@@ -63,12 +64,15 @@ class TensorSpec:
 
 @dataclass
 class Variant:
-    """One numeric variant of a graph and what its export measured against PyTorch."""
+    """One numeric variant of a graph and what its export measured against PyTorch: the largest absolute
+    difference and the lowest `agreement` by the family's `measure` (`min cosine` of vectors or term
+    weights; a cross-encoder's scores: `Pearson r`)."""
 
     file: str
     sha256: str
     max_abs_diff: float
-    min_cosine: float
+    agreement: float
+    measure: str
     effectiveness: dict[str, Any] | None = None
 
 
@@ -245,6 +249,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         """Build and validate a manifest from its JSON form."""
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("format") == FORMAT and version != FORMAT_VERSION:
+            raise LirError(
+                f"invalid manifest: format {FORMAT!r} v{version}, expected v{FORMAT_VERSION}: export the model again"
+            )
         try:
             graphs = {
                 name: Graph(

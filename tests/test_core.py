@@ -71,7 +71,7 @@ def test_manifest_validation(tiny_export, tmp_path):
     for change, message in (
         ({"family": "quantum"}, "unknown family"),
         ({"similarity": "l7"}, "similarity"),
-        ({"format_version": 99}, "expected 'lir-model' v1"),
+        ({"format_version": 99}, "v99, expected v2: export the model again"),
         ({"encoders": {"query": "nope", "doc": "encoder"}}, "names no graph"),
     ):
         (tmp_path / "manifest.json").write_text(json.dumps(data | change))

@@ -34,7 +34,7 @@ def test_manifest_records_everything(tiny_export):
     assert graph.outputs[0].shape == ["batch", 16]
     assert set(graph.variants) == {"fp32", "int8", "fp16"}
     assert graph.variants["fp32"].max_abs_diff <= 1e-4
-    assert graph.variants["int8"].min_cosine >= 0.95 and graph.variants["fp16"].min_cosine >= 0.999
+    assert graph.variants["int8"].agreement >= 0.95 and graph.variants["fp16"].agreement >= 0.999
     assert graph.variants["fp32"].effectiveness["measure"] == "nDCG@10"
     assert manifest.provenance["source_format"] == "sentence-transformers"
     assert {"torch", "onnxruntime", "transformers"} <= set(manifest.provenance["versions"])

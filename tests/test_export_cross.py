@@ -83,7 +83,7 @@ def test_every_layout_exports_with_parity(layout, tmp_path, scifact, docs):
         None,
     )
     fp32 = manifest.graphs[manifest.scorer].variants["fp32"]
-    assert fp32.max_abs_diff <= FP32_TOLERANCE and fp32.min_cosine > 0.99
+    assert fp32.max_abs_diff <= FP32_TOLERANCE and fp32.agreement > 0.99
     assert fp32.effectiveness["measure"] == "nDCG@10"
     assert manifest.pair.listwise == (layout == "setenc-int")
     assert (manifest.pair.token_types is None) == (layout == "rankt5")
@@ -106,7 +106,7 @@ def test_numeric_variants(monot5, docs):
     variants = manifest.graphs["scorer"].variants
     assert set(variants) == {"fp32", "int8", "fp16"}
     for kind in ("int8", "fp16"):
-        assert variants[kind].min_cosine >= MIN_SCORE_CORRELATION[kind]
+        assert variants[kind].agreement >= MIN_SCORE_CORRELATION[kind]
         assert variants[kind].effectiveness["value"] >= 0
     assert manifest.provenance["scoring"] == "mono" and manifest.pair.template[-2:] == ["Relevant:", "</s>"]
     queries, texts, groups = _pairs(docs)

@@ -92,7 +92,7 @@ def test_multi_vector_manifests(exports, col_dir):
             ]
             assert set(graph.variants) == {"fp32", "int8"}
             assert graph.variants["fp32"].max_abs_diff <= FP32_TOLERANCE
-            assert graph.variants["int8"].min_cosine >= MIN_TOKEN_COSINE["int8"]
+            assert graph.variants["int8"].agreement >= MIN_TOKEN_COSINE["int8"]
             assert graph.variants["fp32"].effectiveness["measure"] == "nDCG@10"
         scorer = manifest.graphs["scorer"]
         assert [(t.name, t.dtype) for t in scorer.inputs] == [
@@ -174,7 +174,7 @@ def test_sparse_manifest(exports):
     ]
     assert set(graph.variants) == {"fp32", "int8"}
     assert graph.variants["fp32"].max_abs_diff <= FP32_TOLERANCE
-    assert graph.variants["int8"].min_cosine >= MIN_TERM_COSINE["int8"]
+    assert graph.variants["int8"].agreement >= MIN_TERM_COSINE["int8"]
     assert graph.variants["int8"].effectiveness["measure"] == "nDCG@10"
     # the tiny random head activates about half the vocabulary: every probe text is truncated
     assert manifest.provenance["top_k_truncated"] == manifest.provenance["probe_texts"] == {"query": 64, "doc": 64}
@@ -290,7 +290,7 @@ def test_triton_configs(exports):
     splade = _config(exports["splade"] / "config.pbtxt")
     assert '{ name: "TERM_IDS" data_type: TYPE_INT64 dims: [ -1 ] }' in splade
     assert '{ name: "WEIGHTS" data_type: TYPE_FP32 dims: [ -1 ] }' in splade
-    assert "aggregation" not in splade
+    assert 'key: "aggregation"' not in splade
     scorer = _config(exports["col"].parent / "col.scorer" / "configs" / "onnxruntime.pbtxt")
     assert '{ name: "query_embeddings" data_type: TYPE_FP32 dims: [ -1, 16 ] }' in scorer
     assert '{ name: "scores" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] } }' in scorer

@@ -23,7 +23,7 @@ def tokenizer() -> Tokenizer:
 def cross_manifest(listwise: bool = False) -> dict:
     inputs = ["input_ids", "attention_mask", "token_type_ids"] + (["groups"] if listwise else [])
     tensor = {"dtype": "int64", "shape": ["batch", "sequence"]}
-    variant = {"file": "scorer.onnx", "sha256": "0" * 64, "max_abs_diff": 0.0, "min_cosine": 1.0}
+    variant = {"file": "scorer.onnx", "sha256": "0" * 64, "max_abs_diff": 0.0, "agreement": 1.0, "measure": "Pearson r"}
     return {
         "name": "mono",
         "family": "cross-encoder",
@@ -44,7 +44,7 @@ def cross_manifest(listwise: bool = False) -> dict:
         "scorer": "scorer",
         "pair": {"template": BERT, "token_types": [0, 0, 0, 1, 1], "listwise": listwise},
         "format": "lir-model",
-        "format_version": 1,
+        "format_version": 2,
     }
 
 

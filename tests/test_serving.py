@@ -371,3 +371,20 @@ def test_lir_search_through_triton_equals_embedded(server, tiny_export, scifact,
         for qid, docs in runs["embedded"].items():
             assert list(runs[name][qid]) == list(docs), name
             np.testing.assert_allclose(list(runs[name][qid].values()), list(docs.values()), atol=2e-6)
+
+
+def test_the_text_endpoint_exposes_its_manifest(tiny_export):
+    """Engines read the model card from the manifest the served config carries (escaped in protobuf text)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from lir.manifest import load_manifest
+    from lir.model_card import ModelCard, served_manifest
+
+    config = text_format.Parse((tiny_export / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert served_manifest(parameters, "tiny") == load_manifest(tiny_export)
+    assert ModelCard.of(served_manifest(parameters, "tiny")).family == "single-vector"
+    for broken, message in (({}, "does not expose its manifest"), ({"manifest": "{"}, "not JSON")):
+        with pytest.raises(LirError, match=message):
+            served_manifest(broken, "tiny")

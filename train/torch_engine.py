@@ -19,6 +19,7 @@ from torch import nn
 from lir.clients.engine import Engine
 from lir.errors import LirError
 from lir.manifest import OUTPUTS
+from lir.model_card import ModelCard
 from lir.tokenization import PairEncoder, TextEncoder
 from lir.train.checkpoint_io import LoadedBiEncoder
 from lir.train.checkpoints import load_model
@@ -62,37 +63,26 @@ class TorchEngine(Engine):
             loaded, self.spec = model, model.source
         self.device = torch_device(device)
         self.model = loaded.model.to(self.device).eval()
-        config = self.model.config
-        if self.model.family == "cross-encoder":
+        config, family = self.model.config, self.model.family
+        cross = family == "cross-encoder"
+        card = ModelCard(
+            name=self.spec,
+            family=family,
+            embedding_dim=None if cross else self.model.embedding_dim,
+            aggregation=config.aggregation if family in ("multi-vector", "coil") else None,
+            doc_aggregation=config.doc_aggregation if family == "coil" else None,
+            listwise=cross and config.listwise,
+        )
+        if cross:
             rules = (config.rules("query"), config.rules("doc"), config.pair_rules())
-            super().__init__(None, None, pairs=PairEncoder(loaded.tokenizer, *rules, loaded.pad_token_id))
+            super().__init__(None, None, pairs=PairEncoder(loaded.tokenizer, *rules, loaded.pad_token_id), card=card)
         else:
             encoders = {
                 role: TextEncoder(loaded.tokenizer, config.rules(role), loaded.pad_token_id, role)
                 for role in ("query", "doc")
             }
-            super().__init__(None, None, encoders=encoders)
+            super().__init__(None, None, encoders=encoders, card=card)
         self._normalize = getattr(config, "similarity", None) == "cosine" and not getattr(config, "normalize", False)
-
-    @property
-    def embedding_dim(self) -> int | None:
-        return None if self.family == "cross-encoder" else self.model.embedding_dim
-
-    @property
-    def family(self) -> str:
-        return self.model.family
-
-    @property
-    def aggregation(self) -> str | None:
-        return self.model.config.aggregation if self.family in ("multi-vector", "coil") else None
-
-    @property
-    def doc_aggregation(self) -> str | None:
-        return self.model.config.doc_aggregation if self.family == "coil" else None
-
-    @property
-    def listwise(self) -> bool:
-        return self.family == "cross-encoder" and self.model.config.listwise
 
     @cached_property
     def fingerprint(self) -> dict[str, str]:
