@@ -40,7 +40,7 @@ from lir.train.checkpoint_io import (
     take_linear,
 )
 from lir.train.multi_vector import _mask_tokens, unscored_ids
-from lir.train.saving import Settings, Tensors, markers_layout, projection_layout
+from lir.train.saving import Settings, Tensors, projection_layout, text_layout
 
 COIL_KEYS = {"token_embedding_dim", "cls_embedding_dim"}
 """Lightning IR's coil settings beyond the multi-vector ones (kept out of the backbone's config)."""
@@ -149,17 +149,14 @@ class CoilModel(nn.Module):
         tensors |= projection_layout(self.cls_projection, "cls_projection")[1]
         settings = {
             "model_type": "coil",
+            **text_layout(config),
             "projection": projection,
             "token_embedding_dim": self.embedding_dim,
             "cls_embedding_dim": self.cls_dim,
-            "similarity_function": config.similarity,
             "query_aggregation_function": config.query_aggregation,
             "doc_aggregation_function": config.doc_aggregation,
             "query_mask_scoring_tokens": _mask_tokens(config.query_unscored_ids, tokenizer),
             "doc_mask_scoring_tokens": _mask_tokens(config.doc_unscored_ids, tokenizer),
-            "query_length": config.query_length,
-            "doc_length": config.doc_length,
-            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
         }
         return settings, tensors
 

@@ -40,7 +40,7 @@ from lir.train.checkpoint_io import (
     take_linear,
     token_projection,
 )
-from lir.train.saving import ModelSettings, Settings, Tensors, markers_layout, new_linear, projection_layout
+from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, projection_layout, text_layout
 
 SIMILARITIES = ("dot", "cosine")
 
@@ -156,7 +156,7 @@ class MultiVectorModel(nn.Module):
         projection, head = projection_layout(self.projection)
         settings = {
             "model_type": "col",
-            "similarity_function": config.similarity,
+            **text_layout(config),
             "normalization_strategy": "l2" if config.normalize else None,
             "query_aggregation_function": config.aggregation,
             "query_expansion": expansion is not None,
@@ -166,9 +166,6 @@ class MultiVectorModel(nn.Module):
             "doc_mask_scoring_tokens": _mask_tokens(config.doc_unscored_ids, tokenizer),
             "projection": projection,
             "embedding_dim": self.embedding_dim,
-            "query_length": config.query_length,
-            "doc_length": config.doc_length,
-            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
         }
         return settings, head
 

@@ -36,7 +36,7 @@ from lir.train.checkpoint_io import (
     token_projection,
 )
 from lir.train.multi_vector import MultiVectorConfig, MultiVectorModel
-from lir.train.saving import Settings, Tensors, markers_layout, projection_layout
+from lir.train.saving import Settings, Tensors, projection_layout, text_layout
 
 MVR_KEYS = {"num_viewer_tokens"}
 """Lightning IR's mvr settings beyond the multi-vector ones (kept out of the backbone's config)."""
@@ -90,15 +90,12 @@ class MvrModel(MultiVectorModel):
         projection, head = projection_layout(self.projection)
         settings = {
             "model_type": "mvr",
+            **text_layout(config),
             "num_viewer_tokens": config.num_viewer_tokens,
-            "similarity_function": config.similarity,
             "normalization_strategy": "l2" if config.normalize else None,
             "doc_aggregation_function": "max",
             "projection": projection,
             "embedding_dim": self.embedding_dim,
-            "query_length": config.query_length,
-            "doc_length": config.doc_length,
-            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
         }
         return settings, head
 

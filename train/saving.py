@@ -92,6 +92,17 @@ def markers_layout(query: str | None, doc: str | None) -> bool:
     return True
 
 
+def text_layout(config: Any) -> Settings:
+    """The text settings Lightning IR bi-encoder configs share (the inverse of `checkpoint_io.lightning_ir_text`):
+    lengths, [QUE]/[DOC] markers and similarity."""
+    return {
+        "similarity_function": config.similarity,
+        "query_length": config.query_length,
+        "doc_length": config.doc_length,
+        "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
+    }
+
+
 def projection_layout(layer: nn.Linear | None, prefix: str = "projection") -> tuple[str | None, Tensors]:
     """Lightning IR's `projection` setting of a linear layer (linear, linear_no_bias or None) and its tensors."""
     if layer is None:

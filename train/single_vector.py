@@ -35,7 +35,7 @@ from lir.train.checkpoint_io import (
     take_linear,
 )
 from lir.train.pooling import POOLINGS, pool
-from lir.train.saving import ModelSettings, Settings, Tensors, markers_layout, new_linear, projection_layout
+from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, projection_layout, text_layout
 
 SIMILARITIES = ("dot", "cosine")
 ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh}
@@ -121,15 +121,12 @@ class BiEncoderModel(nn.Module):
         projection, head = projection_layout(self.projection)
         settings = {
             "model_type": "lir-dpr",
+            **text_layout(config),
             "pooling_strategy": config.pooling,
-            "similarity_function": config.similarity,
             "normalize": config.normalize,  # what Lightning IR 0.0.6 reads for lir-dpr
             "normalization_strategy": "l2" if config.normalize else None,
             "projection": projection,
             "embedding_dim": self.embedding_dim,
-            "query_length": config.query_length,
-            "doc_length": config.doc_length,
-            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
         }
         return settings, head
 

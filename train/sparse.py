@@ -46,7 +46,7 @@ from lir.train.checkpoint_io import (
     refuse_leftovers,
     take_tensor,
 )
-from lir.train.saving import ModelSettings, Settings, Tensors, markers_layout, new_linear
+from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, text_layout
 
 SPARSIFICATIONS = {
     "relu": torch.relu,
@@ -197,6 +197,7 @@ class SparseModel(nn.Module):
         config, head = self.config, self.head
         settings = {
             "model_type": "splade",
+            **text_layout(config),
             "pooling_strategy": config.pooling,
             "sparsification_strategy": config.sparsification,
             "query_weighting": config.query_weighting,
@@ -204,11 +205,7 @@ class SparseModel(nn.Module):
             "query_expansion": config.query_expansion,
             "doc_expansion": config.doc_expansion,
             "normalization_strategy": None,
-            "similarity_function": "dot",
             "embedding_dim": self.embedding_dim,
-            "query_length": config.query_length,
-            "doc_length": config.doc_length,
-            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
         }
         tensors = {
             "projection.predictions.transform.dense.weight": head.dense.weight,

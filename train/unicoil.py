@@ -31,7 +31,7 @@ from lir.train.checkpoint_io import (
     refuse_leftovers,
     take_linear,
 )
-from lir.train.saving import Settings, Tensors, markers_layout, projection_layout
+from lir.train.saving import Settings, Tensors, projection_layout, text_layout
 from lir.train.sparse import SparseConfig
 
 
@@ -75,11 +75,8 @@ class UniCoilModel(nn.Module):
         projection, tensors = projection_layout(self.token_projection, "token_projection")
         settings = {
             "model_type": "unicoil",
+            **text_layout(config),
             "projection": projection,
-            "similarity_function": config.similarity,
-            "query_length": config.query_length,
-            "doc_length": config.doc_length,
-            "add_marker_tokens": markers_layout(config.query_marker, config.doc_marker),
         }
         return settings, tensors
 
