@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 MODEL  := model_repository/minilm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test verify-late verify-rerank verify-reference bench finetune lint clean
+.PHONY: install demo test verify-late verify-rerank verify-reference bench finetune lint clean gpu-install gpu-check
 
 install: $(STAMP)
 
@@ -89,14 +89,30 @@ verify-rerank: $(STAMP)
 
 # Every Lightning IR 0.0.6 reference case also through its export (make test exports one per graph shape)
 verify-reference: $(STAMP)
-	LIR_FULL_REFERENCE=1 $(BIN)/python -m pytest -q tests/test_reference_bi_encoders.py tests/test_reference_cross_encoders.py
+	LIR_FULL_REFERENCE=1 $(BIN)/python -m pytest -q tests/*/test_reference*.py
 
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact
 	$(BIN)/python benchmarks/bench_serving.py --model $(MODEL) --data $(DATA)/scifact
+	$(MAKE) runs/scifact-minilm.trec  # the demo's index, searched on the server
+	$(BIN)/python benchmarks/bench_serving_search.py --model $(MODEL) --index indexes/scifact-minilm --data $(DATA)/scifact
 	$(BIN)/python benchmarks/bench_indexes.py --scale scifact  # synthetic; --scale 1m: 1M docs, ~30 min, ~8 GB
 	$(BIN)/python benchmarks/bench_rerank.py --bi-encoder $(MODEL) --data $(DATA)/trec-dl-2019  # ~15 min
 	$(BIN)/python benchmarks/bench_inference_free.py --data $(DATA)/scifact  # two MiniLM SPLADE exports, ~10 min
+
+# GPU machines only (an NVIDIA driver for CUDA 13). onnxruntime and onnxruntime-gpu, like faiss-cpu and
+# faiss-gpu-cu12, install the same module, so a venv holds one of each pair: this swaps the CPU builds for the
+# pins of pyproject.toml's gpu extra, and torch's CPU wheel for PyPI's CUDA 13 build (`===`: exactly 2.13.0, not
+# a local 2.13.0+cpu). A later `make install` (after pyproject.toml changes) brings the CPU builds back.
+gpu-install: $(STAMP)
+	$(BIN)/python -m pip uninstall -y -q onnxruntime faiss-cpu torch
+	$(BIN)/python -m pip install -q "torch===2.13.0" "onnxruntime-gpu[cuda,cudnn]==1.31.*" "faiss-gpu-cu12==1.12.*"
+
+# After gpu-install: CUDA/TensorRT/fp16 parity and docs/s against CPU fp32, Faiss GPU against CPU, a few bf16
+# `lir fit` steps (under 8 min on one H200); a Markdown table and bench-results/gpu-check.json. Without a CUDA
+# GPU it says so in one line. Not a prerequisite of install: that would put the CPU builds back.
+gpu-check: | $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --model $(MODEL) --data $(DATA)/scifact
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -76,8 +76,10 @@ def engine_options(required: bool) -> Callable[[F], F]:
 @click.option(
     "--factory",
     help="index spec: a Faiss factory string for single-vector models (default Flat, exact); for multi-vector "
-    "models exact (default) or a Faiss factory over token vectors for candidates (e.g. IVF1024,Flat); for "
-    "sparse models the impact precision float32 (default, exact), float16 or uint8",
+    "models exact (default), plaid (PLAID: centroids + 2-bit residuals, far faster; plaid,nbits=4,centroids=…) "
+    "or a Faiss factory over token vectors for candidates (e.g. IVF1024,Flat); for "
+    "sparse models the impact precision float32 (default, exact), float16 or uint8, or seismic (approximate, "
+    "far faster; build parameters as seismic,n_postings=3500,summary_energy=0.4)",
 )
 @click.option("--overwrite", is_flag=True, help="replace an existing index")
 def index(
@@ -115,7 +117,9 @@ def index(
 @click.option("-k", "--k", "k", type=POSITIVE, default=100, help="documents per query")
 @click.option(
     "--search-params",
-    help="search parameters, e.g. nprobe=16 or efSearch=128 (Faiss); multi-vector also token_k=…,candidates=…",
+    help="search parameters, e.g. nprobe=16 or efSearch=128 (Faiss); multi-vector also token_k=…,candidates=… "
+    "(plaid: ncells=…,ndocs=…,centroid_score_threshold=…); "
+    "seismic query_cut=…,heap_factor=…",
 )
 def search(
     engine: str | None,

@@ -40,10 +40,19 @@ if TYPE_CHECKING:
     from lir.clients.coil_index import CoilIndex
     from lir.clients.dense_index import DenseIndex
     from lir.clients.multi_vector_index import MultiVectorIndex
+    from lir.clients.plaid_index import PlaidIndex
+    from lir.clients.seismic_index import SeismicIndex
     from lir.clients.sparse_index import SparseIndex
 
 INFO_FILE, IDS_FILE = "index.json", "doc_ids.json"
-FORMATS = ("lir-dense-index", "lir-multi-vector-index", "lir-sparse-index", "lir-coil-index")
+FORMATS = (
+    "lir-dense-index",
+    "lir-multi-vector-index",
+    "lir-plaid-index",
+    "lir-sparse-index",
+    "lir-seismic-index",
+    "lir-coil-index",
+)
 is_index = owned_by(INFO_FILE, FORMATS)
 """Whether a folder is a lir index (only those are replaced by --overwrite)."""
 
@@ -216,16 +225,20 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return chosen[np.argsort(-scores[chosen], kind="stable")]
 
 
-def open_index(directory: str | Path, verify: bool = True) -> DenseIndex | MultiVectorIndex | SparseIndex | CoilIndex:
+def open_index(
+    directory: str | Path, verify: bool = True
+) -> DenseIndex | MultiVectorIndex | PlaidIndex | SparseIndex | SeismicIndex | CoilIndex:
     """Load any lir index folder, by the format its index.json records."""
     from lir.clients.coil_index import CoilIndex
     from lir.clients.dense_index import DenseIndex
     from lir.clients.multi_vector_index import MultiVectorIndex
+    from lir.clients.plaid_index import PlaidIndex
+    from lir.clients.seismic_index import SeismicIndex
     from lir.clients.sparse_index import SparseIndex
 
     folder = Path(directory)
     fmt = read_info(folder).get("format")
-    for cls in (DenseIndex, MultiVectorIndex, SparseIndex, CoilIndex):
+    for cls in (DenseIndex, MultiVectorIndex, PlaidIndex, SparseIndex, SeismicIndex, CoilIndex):
         if fmt == cls.FORMAT:
             return cls.load(folder, verify=verify)
     raise LirError(f"{folder} holds an index of unknown format {fmt!r}")

@@ -21,6 +21,7 @@ Folder: `vectors.npy` [T, D], `offsets.npy` [N + 1] int64 (document i owns rows 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -383,7 +384,7 @@ def _build_token_index(vectors: np.ndarray, factory: str, progress: bool) -> fai
         sample = np.sort(rng.choice(len(vectors), n_train, replace=False)) if n_train < len(vectors) else slice(None)
         train = np.ascontiguousarray(vectors[sample], dtype=np.float32)
         if progress:
-            tqdm.write(f"training {factory} on {len(train)} of {len(vectors)} token vectors")
+            tqdm.write(f"training {factory} on {len(train)} of {len(vectors)} token vectors", file=sys.stderr)
         try:
             index.train(train)
         except RuntimeError as exc:

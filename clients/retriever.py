@@ -11,34 +11,56 @@ from lir.clients.dense_index import DenseIndex
 from lir.clients.engine import Engine
 from lir.clients.indexes import check_doc_ids, check_index_output
 from lir.clients.multi_vector_index import MultiVectorIndex
+from lir.clients.plaid_index import PlaidIndex
+from lir.clients.seismic_index import SeismicIndex
+from lir.clients.seismic_index import parse_spec as parse_seismic_spec
+from lir.clients.sparse_index import SPECS as SPARSE_SPECS
 from lir.clients.sparse_index import SparseIndex
 from lir.errors import LirError
 from lir.trec import Run
 from lir.vectors import Encoded
 
-Index = DenseIndex | MultiVectorIndex | SparseIndex | CoilIndex
-INDEX_OF_FAMILY: dict[str, type] = {
-    "single-vector": DenseIndex,
-    "multi-vector": MultiVectorIndex,
-    "sparse": SparseIndex,
-    "coil": CoilIndex,
+Index = DenseIndex | MultiVectorIndex | PlaidIndex | SparseIndex | SeismicIndex | CoilIndex
+INDEX_OF_FAMILY: dict[str, tuple[type, ...]] = {
+    "single-vector": (DenseIndex,),
+    "multi-vector": (MultiVectorIndex, PlaidIndex),
+    "sparse": (SparseIndex, SeismicIndex),
+    "coil": (CoilIndex,),
 }
 DEFAULT_SPECS = {"single-vector": "Flat", "multi-vector": "exact", "sparse": "float32", "coil": "exact"}
 
 
 def build_index(engine: Engine, docs: Encoded, doc_ids: list[str], spec: str | None = None) -> Index:
     """The index of the engine's family over encoded documents; `spec` is the family's index spec string
-    (Faiss factory for single-vector, `exact` or a Faiss factory over token vectors for multi-vector,
-    impact precision `float32`/`float16`/`uint8` for sparse, `exact` for coil)."""
+    (Faiss factory for single-vector; `exact`, `plaid[,nbits=…]` or a Faiss factory over token vectors for
+    multi-vector; impact precision `float32`/`float16`/`uint8` or `seismic[,build parameters]` for sparse;
+    `exact` for coil)."""
     family = engine.family
     spec = spec or DEFAULT_SPECS[family]
+    if family == "multi-vector" and spec_head(spec) == "plaid":
+        return PlaidIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, progress=True)
     if family == "multi-vector":
         return MultiVectorIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, progress=True)
+    if family == "sparse" and spec_head(spec) == "seismic":
+        return SeismicIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True)
     if family == "sparse":
         return SparseIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True)
     if family == "coil":
         return CoilIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, engine.doc_aggregation)
     return DenseIndex.build(docs, doc_ids, spec, engine.fingerprint)
+
+
+def spec_head(spec: str) -> str:
+    """The engine a spec names: its first comma-separated part (`seismic,n_postings=…` → seismic)."""
+    return spec.split(",")[0].strip()
+
+
+def check_sparse_spec(spec: str | None) -> None:
+    """Refuse a sparse index spec before the corpus is encoded (the others are checked by what they build)."""
+    if spec is not None and spec_head(spec) == "seismic":
+        parse_seismic_spec(spec)
+    elif spec is not None and spec not in SPARSE_SPECS:
+        raise LirError(f"{spec!r} is not a sparse index spec (float32, float16, uint8 or seismic[,name=value...])")
 
 
 def write_index(
@@ -58,6 +80,8 @@ def write_index(
     not indexed: they would all get one identical vector, which outranks real documents for some queries;
     the summary and index.json (`empty_docs_skipped`) count them."""
     check_index_output(output, overwrite)
+    if engine.family == "sparse":
+        check_sparse_spec(spec)
     check_doc_ids([doc_id for doc_id, _ in docs], len(docs), "documents")
     kept = [(doc_id, text) for doc_id, text in docs if text.strip()]
     skipped = [doc_id for doc_id, text in docs if not text.strip()]

@@ -77,23 +77,9 @@ class SparseIndex:
         """Index `docs` (rows in the order of `doc_ids`); `spec` is float32, float16 or uint8."""
         if spec not in SPECS:
             raise LirError(f"{spec!r} is not a sparse index spec (float32, float16 or uint8)")
-        dim = int(docs.dim)
-        term_ids, weights = np.asarray(docs.term_ids), np.asarray(docs.weights)
-        if dim < 1:
-            raise LirError(f"the vocabulary size must be positive, not {dim}")
-        if term_ids.ndim != 1 or weights.ndim != 1 or len(term_ids) != len(weights):
-            raise LirError(f"{len(term_ids)} term ids for {len(weights)} weights")
-        if term_ids.dtype.kind not in "iu" or weights.dtype.kind != "f":
-            raise LirError(f"term ids must be integers and weights floats, not {term_ids.dtype} and {weights.dtype}")
-        offsets = check_offsets(docs.offsets, len(term_ids), "sparse row")
+        term_ids, weights, offsets, dim = check_sparse_docs(docs)
         n_docs = len(offsets) - 1
         doc_ids = check_doc_ids(doc_ids, n_docs, "documents")
-        if n_docs >= 2**31:
-            raise LirError(f"{n_docs} documents: a sparse index holds at most 2**31 - 1")
-        if len(term_ids) and (term_ids.min() < 0 or term_ids.max() >= dim):
-            raise LirError(f"term ids must lie in [0, {dim}), found {term_ids.min()}..{term_ids.max()}")
-        if not np.isfinite(weights).all():
-            raise LirError("sparse weights hold NaN or infinite values")
         scale = 1.0
         if spec == "float16" and len(weights) and np.abs(weights).max() > np.finfo(np.float16).max:
             raise LirError("weights beyond the float16 range (use float32 or uint8)")
@@ -124,14 +110,7 @@ class SparseIndex:
     def search(self, queries: SparseVectors, k: int = 100) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k dot products [Q, k'] (k' = min(k, count)) and doc ids per query, best first; documents
         of equal score in index order (those no query term reaches score 0)."""
-        if queries.dim != self.info["dim"]:
-            raise LirError(f"sparse queries over {queries.dim} terms do not fit an index of {self.info['dim']} terms")
-        qterms, qweights = np.asarray(queries.term_ids), np.asarray(queries.weights)
-        qoffsets = check_offsets(queries.offsets, len(qterms), "query")
-        if len(qterms) != len(qweights):
-            raise LirError(f"{len(qterms)} query term ids for {len(qweights)} weights")
-        if len(qterms) and (qterms.min() < 0 or qterms.max() >= self.info["dim"]):
-            raise LirError(f"query term ids must lie in [0, {self.info['dim']})")
+        qterms, qweights, qoffsets = check_sparse_queries(queries, self.info["dim"])
         n_docs, n_queries = len(self.doc_ids), len(qoffsets) - 1
         k = max(min(int(k), n_docs), 0)
         out = np.zeros((n_queries, k), np.float32)
@@ -146,13 +125,7 @@ class SparseIndex:
 
     def score(self, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Dot products of one query (term ids, weights) with every document: [N] float32."""
-        terms = np.asarray(terms, dtype=np.int64)
-        weights = np.asarray(weights, dtype=np.float32)
-        if len(np.unique(terms)) != len(terms):  # a repeated term keeps its last weight, as a dense vector would
-            last = len(terms) - 1 - np.unique(terms[::-1], return_index=True)[1]
-            terms, weights = terms[last], weights[last]
-        order = np.argsort(terms, kind="stable")  # terms ascending: each document adds its products in term order
-        terms, weights = terms[order], weights[order]
+        terms, weights = query_terms(terms, weights)  # ascending: each document adds its products in term order
         keep = weights != 0
         terms, weights = terms[keep], weights[keep] * np.float32(self.info["scale"])
         starts, stops = self.term_offsets[terms], self.term_offsets[terms + 1]
@@ -193,6 +166,53 @@ class SparseIndex:
             raise LirError(f"{folder}: its arrays do not fit together or with its index.json")
         doc_ids = read_doc_ids(folder, int(info.get("count", -1)))
         return cls(term_offsets, postings_docs, impacts, doc_ids, info)
+
+
+def check_sparse_docs(docs: SparseVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The term ids, weights, int64 offsets and vocabulary size of documents to index, refused in one line
+    when they do not fit together, leave the vocabulary, are not finite or are more than 2**31 - 1 rows."""
+    dim = int(docs.dim)
+    term_ids, weights = np.asarray(docs.term_ids), np.asarray(docs.weights)
+    if dim < 1:
+        raise LirError(f"the vocabulary size must be positive, not {dim}")
+    if term_ids.ndim != 1 or weights.ndim != 1 or len(term_ids) != len(weights):
+        raise LirError(f"{len(term_ids)} term ids for {len(weights)} weights")
+    if term_ids.dtype.kind not in "iu" or weights.dtype.kind != "f":
+        raise LirError(f"term ids must be integers and weights floats, not {term_ids.dtype} and {weights.dtype}")
+    offsets = check_offsets(docs.offsets, len(term_ids), "sparse row")
+    if len(offsets) - 1 >= 2**31:
+        raise LirError(f"{len(offsets) - 1} documents: a sparse index holds at most 2**31 - 1")
+    if len(term_ids) and (term_ids.min() < 0 or term_ids.max() >= dim):
+        raise LirError(f"term ids must lie in [0, {dim}), found {term_ids.min()}..{term_ids.max()}")
+    if not np.isfinite(weights).all():
+        raise LirError("sparse weights hold NaN or infinite values")
+    return term_ids, weights, offsets, dim
+
+
+def check_sparse_queries(queries: SparseVectors, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The term ids, weights and int64 offsets of queries for an index over `dim` terms, refused in one line
+    when they do not fit it."""
+    if queries.dim != dim:
+        raise LirError(f"sparse queries over {queries.dim} terms do not fit an index of {dim} terms")
+    qterms, qweights = np.asarray(queries.term_ids), np.asarray(queries.weights)
+    qoffsets = check_offsets(queries.offsets, len(qterms), "query")
+    if len(qterms) != len(qweights):
+        raise LirError(f"{len(qterms)} query term ids for {len(qweights)} weights")
+    if len(qterms) and (qterms.min() < 0 or qterms.max() >= dim):
+        raise LirError(f"query term ids must lie in [0, {dim})")
+    return qterms, qweights, qoffsets
+
+
+def query_terms(terms: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One query's terms ascending (int64) with their float32 weights; a repeated term keeps its last
+    weight, as a dense vector would."""
+    terms = np.asarray(terms, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float32)
+    if len(np.unique(terms)) != len(terms):
+        last = len(terms) - 1 - np.unique(terms[::-1], return_index=True)[1]
+        terms, weights = terms[last], weights[last]
+    order = np.argsort(terms, kind="stable")
+    return terms[order], weights[order]
 
 
 def _invert(

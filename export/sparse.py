@@ -26,27 +26,19 @@ from lir.files import sha256_file
 from lir.manifest import OUTPUTS, ROLES, TensorSpec, TermWeights
 from lir.term_weights import TermTable
 from lir.train.module import BiEncoderModule
-from lir.train.sparse import SPARSIFICATIONS, SparseModel, own_terms
+from lir.train.sparse import SparseModel
 from lir.train.unicoil import UniCoilModel
 from lir.vectors import Encoded, SparseVectors, sparse_dot
 
 GRAPH = "encoder"
-MASKED = -1e4
-"""Added to the logits of padding: far below any logit (so ReLU zeroes it), and finite in fp16."""
 
 Row = tuple[np.ndarray, np.ndarray]
 """One text from the graph: K term ids and their weights."""
 
 
 class SparseEncoderGraph(nn.Module):
-    """Token ids → the K heaviest vocabulary terms of each text and their weights.
-
-    With max pooling, `SparseModel.encode` is the masked max over tokens of sparsify(logits + bias); every
-    sparsification is monotone and the decoder bias the same for every token, so the graph takes the max of
-    the bare logits (padding pushed down by `MASKED`) and does the rest on [batch, V]: the same numbers with
-    fewer passes over [batch, sequence, V], the largest tensor of the model (parity checks it). Sum, mean and
-    first pooling, and UniCOIL, run `encode` itself.
-    """
+    """Token ids → the K heaviest vocabulary terms of each text and their weights (the model's
+    `graph_weights`: its term weights in the form a graph runs fastest)."""
 
     def __init__(self, model: SparseModel | UniCoilModel, top_k: int, role: str) -> None:
         super().__init__()
@@ -55,19 +47,7 @@ class SparseEncoderGraph(nn.Module):
         self.role = role
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        config = self.model.config
-        if config.pooling != "max" or not isinstance(self.model, SparseModel):  # sum, mean, first; UniCOIL
-            encoded = self.model.encode(input_ids, attention_mask, self.role)
-            weights, term_ids = torch.topk(encoded, self.top_k, dim=-1)
-            return term_ids, weights
-        head = self.model.head
-        hidden = self.model.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = head.norm(head.activation(head.dense(hidden))) @ head.embeddings.weight.T
-        logits = (logits + (1 - attention_mask.unsqueeze(-1).to(logits.dtype)) * MASKED).amax(dim=1)
-        weights = SPARSIFICATIONS[config.sparsification](logits + head.bias)
-        if not config.expansion(self.role):
-            weights = weights * own_terms(input_ids, attention_mask, attention_mask.float(), weights.shape[-1])
-        weights, term_ids = torch.topk(weights, self.top_k, dim=-1)
+        weights, term_ids = torch.topk(self.model.graph_weights(input_ids, attention_mask, self.role), self.top_k, -1)
         return term_ids, weights
 
 

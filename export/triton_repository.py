@@ -19,6 +19,10 @@ manifest, which engines read (`lir.model_card`); `family`, `embedding_dim` (and 
 multi-vector models) repeat what it says for a reader of the config. Bool tensors are TYPE_BOOL; a [batch] tensor is
 [1] reshaped to [].
 
+A search model (`lir-serve --index`, in the server's work folder, not in the repository) is the python-backend
+model `<name>.search`: QUERY strings and an optional K in, DOC_IDS, SCORES and TIMINGS_MS out; its parameters
+name the index folder, the export that encodes the queries and the optional re-ranking stage.
+
 A cross-encoder's text endpoint takes QUERY and DOC strings (one pair per batch item) and returns SCORES;
 the parameter `listwise` says whether each request is one group of candidates scored jointly. Its models
 take up to 256 pairs per batch (a listwise request holds a whole candidate list). The listwise scorer
@@ -48,14 +52,17 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 TEXT_SHIM = "from lir.serving.triton_models import TextEncoderModel as TritonPythonModel  # noqa: F401\n"
 GRAPH_SHIM = "from lir.serving.triton_models import GraphModel as TritonPythonModel  # noqa: F401\n"
 PAIR_SHIM = "from lir.serving.triton_models import PairScorerModel as TritonPythonModel  # noqa: F401\n"
+SEARCH_SHIM = "from lir.serving.search_model import SearchModel as TritonPythonModel  # noqa: F401\n"
 
 
-def _tensor(name: str, dtype: str, dims: list) -> str:
-    """One tensor of a config; a tensor of one value per batch item is [1] reshaped to []."""
+def _tensor(name: str, dtype: str, dims: list, optional: bool = False) -> str:
+    """One tensor of a config; a tensor of one value per batch item is [1] reshaped to []; an `optional`
+    input may be left out of a request."""
+    more = " optional: true" if optional else ""
     if not dims:
-        return f'  {{ name: "{name}" data_type: {dtype} dims: [ 1 ] reshape: {{ shape: [ ] }} }}'
+        return f'  {{ name: "{name}" data_type: {dtype} dims: [ 1 ] reshape: {{ shape: [ ] }}{more} }}'
     shape = ", ".join(str(d) if isinstance(d, int) else "-1" for d in dims)
-    return f'  {{ name: "{name}" data_type: {dtype} dims: [ {shape} ] }}'
+    return f'  {{ name: "{name}" data_type: {dtype} dims: [ {shape} ]{more} }}'
 
 
 def max_batch(manifest: Manifest) -> int:
@@ -162,6 +169,30 @@ def graph_config(manifest: Manifest, graph: Graph, backend: str) -> str:
         + '# optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt"\n'
         + '#   parameters { key: "precision_mode" value: "FP16" } } ] } }\n'
     )
+
+
+def search_config(parameters: dict[str, str], stages: list[str]) -> str:
+    """config.pbtxt of a search model (python backend, CPU): QUERY strings (one query per batch item) and an
+    optional K in; DOC_IDS and SCORES (best first, padded with empty ids) and TIMINGS_MS (one per stage, named
+    by the parameter `timings`) out."""
+    inputs = ",\n".join([_tensor("QUERY", "TYPE_STRING", [1]), _tensor("K", "TYPE_INT32", [], optional=True)])
+    outputs = ",\n".join(
+        [
+            _tensor("DOC_IDS", "TYPE_STRING", [-1]),
+            _tensor("SCORES", "TYPE_FP32", [-1]),
+            _tensor("TIMINGS_MS", "TYPE_FP32", [len(stages)]),
+        ]
+    )
+    return f'backend: "python"\nmax_batch_size: {MAX_BATCH}\ninput [\n{inputs}\n]\noutput [\n{outputs}\n]\n' + _common(
+        parameters | {"timings": ",".join(stages)}, "KIND_CPU"
+    )
+
+
+def write_search_model(directory: Path, parameters: dict[str, str], stages: list[str]) -> None:
+    """A search model (config.pbtxt and 1/model.py) in the new folder `directory`."""
+    (directory / "1").mkdir(parents=True)
+    (directory / "config.pbtxt").write_text(search_config(parameters, stages))
+    (directory / "1" / "model.py").write_text(SEARCH_SHIM)
 
 
 def write_text_endpoint(directory: Path, manifest: Manifest) -> None:

@@ -1,5 +1,8 @@
 """`lir-serve`: start Triton on a model repository and keep it running until SIGINT/SIGTERM.
 
+`--index PATH[=NAME][,option=value...]` (repeatable) serves an index as the search model `NAME.search`
+beside the repository (`lir.serving.searches`).
+
 Triton ends with lir-serve, however lir-serve ends (a watchdog ends it after a kill -9), and lir-serve
 ends with Triton: when tritonserver dies, lir-serve removes what it left and exits 1 with one line.
 """
@@ -41,6 +44,15 @@ PORT = click.IntRange(1, 65535)
 @click.option("--log", help="write Triton's log to this file")
 @click.option("--timeout", type=PositiveNumber(), default=180, help="readiness wait, s")
 @click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    metavar="PATH[=NAME][,OPTION=VALUE...]",
+    help="also serve this index as the search model NAME.search (default NAME: the folder's), queries encoded by "
+    "the repository's export of the model that built it; options rerank=MODEL,docs=CORPUS[,depth=100], max_k=1000, "
+    "export=MODEL, or search parameters (nprobe=16); repeatable, local server only",
+)
+@click.option(
     "--docker",
     is_flag=True,
     help=f"run {TRITON_IMAGE} with GPUs and the onnxruntime backend (serving/docker-compose.yml)",
@@ -56,19 +68,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local(
-    repository: str, host: str, http_port: int, grpc_port: int, metrics_port: int, log: str | None, timeout: float
+    repository: str,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    log: str | None,
+    timeout: float,
+    indexes: tuple[str, ...],
 ) -> int:
+    from lir.serving.searches import SearchSpec
     from lir.serving.server import TritonServer
 
-    server = TritonServer(repository, host, http_port, grpc_port, metrics_port, log)
+    searches = [SearchSpec.parse(spec) for spec in indexes]
+    server = TritonServer(repository, host, http_port, grpc_port, metrics_port, log, searches)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     server.start(timeout=timeout)
     try:
+        served = f", search models {', '.join(spec.model for spec in searches)}" if searches else ""
         print(
             f"lir-serve: ready: gRPC {server.grpc_url}, HTTP {server.http_url}, "
-            f"metrics {host}:{metrics_port} (Ctrl-C stops)",
+            f"metrics {host}:{metrics_port}{served} (Ctrl-C stops)",
             flush=True,
         )
         while not stop.wait(0.5):
@@ -81,8 +103,12 @@ def _local(
     return 0
 
 
-def _docker(repository: str, http_port: int, grpc_port: int, metrics_port: int, **_: Any) -> int:
+def _docker(
+    repository: str, http_port: int, grpc_port: int, metrics_port: int, indexes: tuple[str, ...], **_: Any
+) -> int:
     """The compose file's Triton on these ports (host, log and readiness wait are the compose file's)."""
+    if indexes:
+        raise LirError("--index serves search models on the local server only (the image sees no index folders)")
     docker = shutil.which("docker")
     if docker is None:
         raise LirError("docker is not installed here: run the local server (no --docker) or deploy the compose file")

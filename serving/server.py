@@ -10,6 +10,9 @@ also when tritonserver already died and left its stubs behind), then removes the
 memory regions and the work folder. A watchdog process (`lir.serving.watchdog`) does the same when the
 owner itself dies (kill -9), and every start first removes what crashed servers left: work folders whose
 owner is gone, with the processes that still run from them, and regions that no process maps.
+
+Search models (`searches`, `lir-serve --index`) are written into the work folder and served as a second
+model repository: they go with it.
 """
 
 from __future__ import annotations
@@ -29,11 +32,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lir.errors import LirError
 
+if TYPE_CHECKING:
+    from lir.serving.searches import SearchSpec
+
+SEARCH_FOLDER = "search-models"
+"""The work folder's model repository of the search models."""
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "triton_python_backend_shm_region_"
 SHM_GLOB = f"{SHM_DIR}/{SHM_PREFIX}*"
@@ -78,7 +87,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class TritonServer:
-    """A local Triton process on a model repository, bound to `host`, stopped cleanly."""
+    """A local Triton process on a model repository (and the search models of `searches`), bound to `host`,
+    stopped cleanly."""
 
     def __init__(
         self,
@@ -88,8 +98,10 @@ class TritonServer:
         grpc_port: int = 8001,
         metrics_port: int = 8002,
         log_file: str | Path | None = None,
+        searches: Sequence[SearchSpec] = (),
     ) -> None:
         self.repository = Path(repository).resolve()
+        self.searches = list(searches)
         self.host = host
         self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self.log_file = Path(log_file) if log_file else None
@@ -111,6 +123,9 @@ class TritonServer:
             raise LirError(f"model repository {self.repository} does not exist")
         if not any((p / "config.pbtxt").is_file() for p in self.repository.iterdir()):
             raise LirError(f"{self.repository} holds no Triton model (no */config.pbtxt): run lir-export first")
+        from lir.serving.searches import plan_search_models, write_search_models  # not for the watchdog: Faiss
+
+        planned = plan_search_models(self.searches, self.repository)
         remove_leftovers()
         for name, port in self.ports.items():
             if not port_is_free(self.host, port):
@@ -119,6 +134,8 @@ class TritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         try:
             (self._workdir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": _started(os.getpid())}))
+            if planned:
+                write_search_models(planned, self._workdir / SEARCH_FOLDER)
             self._launch(binary, root, libs)
             self._wait_ready(timeout)
         except BaseException:
@@ -147,9 +164,11 @@ class TritonServer:
             ).rstrip(os.pathsep),
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
+        searches = [f"--model-repository={self._workdir / SEARCH_FOLDER}"] if self.searches else []
         command = [
             str(binary),
             f"--model-repository={self.repository}",
+            *searches,
             f"--backend-directory={backend.parent}",
             f"--http-address={self.host}",
             f"--grpc-address={self.host}",
@@ -193,7 +212,8 @@ class TritonServer:
         text = self.log_file.read_text(errors="replace")
         found = re.search(r"failed to load '([^']+)' version \d+: (.+?)\"?$", text, re.MULTILINE)
         if found:
-            return f"model '{found.group(1)}' failed to load: {found.group(2).strip()}"
+            message = found.group(2).split("\\n")[0].strip()  # line breaks escaped: a python traceback follows
+            return f"model '{found.group(1)}' failed to load: {message}"
         return None
 
     def failure(self) -> str | None:

@@ -34,6 +34,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -51,15 +52,17 @@ BINARY_INPUTS = ("attention_mask", "token_type_ids")
 """Graph inputs whose values are 0 or 1."""
 
 
-def _config(args: dict) -> dict:
+def model_config(args: dict) -> dict:
+    """The config of the model Triton initializes, from its `initialize` arguments."""
     return json.loads(args["model_config"])
 
 
-def _parameters(config: dict) -> dict[str, str]:
+def config_parameters(config: dict) -> dict[str, str]:
+    """The string parameters of a model config."""
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
-def _error(exc: Exception):
+def error_response(exc: Exception):
     """The response to a request that failed: INVALID_ARG when lir refused it (LirError), else INTERNAL
     (with the traceback in Triton's log)."""
     if isinstance(exc, LirError):
@@ -79,19 +82,35 @@ def together_or_alone(members: Sequence, run: Callable[[Sequence], list]) -> lis
         return run(members)
     except Exception as exc:  # which member broke the batch is found by running each alone
         if len(members) == 1:
-            return [_error(exc)]
+            return [error_response(exc)]
     responses = []
     for member in members:
         try:
             responses.extend(run([member]))
         except Exception as exc:  # this member's own failure: its error response, the others are served
-            responses.append(_error(exc))
+            responses.append(error_response(exc))
+    return responses
+
+
+def answer_each(requests: Sequence, parse: Callable, run: Callable[[Sequence], list]) -> list:
+    """One response per request: each is parsed on its own (one that `parse` refuses gets its error response
+    alone), the parsed ones are run together (`together_or_alone`), and each answer goes back in place."""
+    responses: list = [None] * len(requests)
+    members: list[tuple[int, Any]] = []
+    for position, request in enumerate(requests):
+        try:
+            members.append((position, parse(request)))
+        except Exception as exc:  # this request alone is refused (LirError: INVALID_ARG)
+            responses[position] = error_response(exc)
+    answers = together_or_alone([parsed for _, parsed in members], run)
+    for (position, _), answer in zip(members, answers, strict=True):
+        responses[position] = answer
     return responses
 
 
 def _engine(args: dict) -> OnnxEngine:
     """The embedded engine of the exported model directory this Triton model is, with its config's variant."""
-    parameters = _parameters(_config(args))
+    parameters = config_parameters(model_config(args))
     threads = int(os.environ.get("LIR_TRITON_THREADS", "0")) or None
     return OnnxEngine(
         Path(args["model_repository"]),
@@ -119,8 +138,8 @@ class TextLimits:
     @classmethod
     def of(cls, args: dict) -> TextLimits:
         """The limits of a model: config parameters, else environment variables, else the defaults."""
-        config = _config(args)
-        parameters = _parameters(config)
+        config = model_config(args)
+        parameters = config_parameters(config)
 
         def limit(name: str, default: int) -> int:
             variable = f"LIR_TRITON_{name.upper()}"
@@ -191,7 +210,7 @@ class TextEncoderModel:
                 role = _role(request)
                 (texts,) = self.limits.texts(request, ("TEXT",))
             except Exception as exc:  # this request alone is refused (LirError: INVALID_ARG)
-                responses[position] = _error(exc)
+                responses[position] = error_response(exc)
                 continue
             by_role.setdefault(role, []).append((position, texts))
         for role, members in by_role.items():
@@ -220,21 +239,13 @@ class PairScorerModel:
     def execute(self, requests: list) -> list:
         """Score the pairs of all valid requests together (each request its own group), then answer each
         request with its scores; when that fails, each request is scored alone so that a bad one fails alone."""
-        responses: list = [None] * len(requests)
-        members: list[tuple[int, tuple[list[str], list[str]]]] = []
-        for position, request in enumerate(requests):
-            try:
-                queries, docs = self.limits.texts(request, ("QUERY", "DOC"))
-                if len(queries) != len(docs):
-                    raise LirError(f"{len(queries)} queries for {len(docs)} documents: pairs need one of each")
-            except Exception as exc:  # this request alone is refused (LirError: INVALID_ARG)
-                responses[position] = _error(exc)
-                continue
-            members.append((position, (queries, docs)))
-        answers = together_or_alone([pairs for _, pairs in members], self._score)
-        for (position, _), answer in zip(members, answers, strict=True):
-            responses[position] = answer
-        return responses
+        return answer_each(requests, self._pairs, self._score)
+
+    def _pairs(self, request) -> tuple[list[str], list[str]]:
+        queries, docs = self.limits.texts(request, ("QUERY", "DOC"))
+        if len(queries) != len(docs):
+            raise LirError(f"{len(queries)} queries for {len(docs)} documents: pairs need one of each")
+        return queries, docs
 
     def _score(self, pairs: Sequence[tuple[list[str], list[str]]]) -> list:
         """One response per request, from one scoring of all their pairs (each request one group)."""
@@ -358,17 +369,7 @@ class GraphModel:
 
     def execute(self, requests: list) -> list:
         """Check each request, run the valid ones together (one by one when that fails), answer each."""
-        responses: list = [None] * len(requests)
-        valid: list[tuple[int, dict[str, np.ndarray]]] = []
-        for position, request in enumerate(requests):
-            try:
-                valid.append((position, self.checks.feeds(request)))
-            except Exception as exc:  # this request alone is refused (LirError: INVALID_ARG)
-                responses[position] = _error(exc)
-        answers = together_or_alone([feeds for _, feeds in valid], self._run)
-        for (position, _), answer in zip(valid, answers, strict=True):
-            responses[position] = answer
-        return responses
+        return answer_each(requests, self.checks.feeds, self._run)
 
     def _run(self, requests: Sequence[dict[str, np.ndarray]]) -> list:
         """One response per request, from one run of the graph on all of them."""

@@ -109,8 +109,10 @@ def test_errors_are_one_line_with_exit_code_1(args, message, tmp_path):
     [
         ("colbert", None, None),
         ("colbert", "IVF16,Flat", "nprobe=16"),
+        ("colbert", "plaid,nbits=4", "ncells=8"),
         ("splade", None, None),
         ("splade", "uint8", None),
+        ("splade", "seismic,n_postings=100", "query_cut=20,heap_factor=0.9"),
     ],
 )
 def test_index_and_search_every_family(late_repository, scifact, tmp_path, model, factory, params):
@@ -128,6 +130,7 @@ def test_index_and_search_every_family(late_repository, scifact, tmp_path, model
         "index", "--engine", str(late_repository / model), "--corpus", str(corpus), "--output", str(index), *extra
     )
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("indexed ") and done.stdout.count("\n") == 1, done.stdout  # nothing else
     extra = ["--search-params", params] if params else []
     done = lir("search", "--index", str(index), "--queries", str(queries), "--output", str(run), "-k", "10", *extra)
     assert done.returncode == 0, done.stderr

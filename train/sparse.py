@@ -48,6 +48,8 @@ from lir.train.checkpoint_io import (
 )
 from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, text_layout
 
+MASKED = -1e4
+"""Added to the logits of padding in `graph_weights`: far below any logit (so ReLU zeroes it), finite in fp16."""
 SPARSIFICATIONS = {
     "relu": torch.relu,
     "relu_log": lambda x: torch.log1p(torch.relu(x)),
@@ -174,6 +176,22 @@ class SparseModel(nn.Module):
         weights = self.pooled(input_ids, attention_mask)
         if not self.config.expansion(role):
             weights = weights * own_terms(input_ids, attention_mask, attention_mask.float(), self.embedding_dim)
+        return weights
+
+    def graph_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, role: str) -> torch.Tensor:
+        """`encode` as an export graph runs it. With max pooling the graph takes the max of the bare logits
+        (padding pushed down by MASKED) and sparsifies [B, V] once: every sparsification is monotone and the
+        decoder bias the same for every token, so these are the same numbers with fewer passes over
+        [B, L, V], the largest tensor of the model (parity checks it)."""
+        if self.config.pooling != "max" or self.config.weighting(role) != "contextualized":
+            return self.encode(input_ids, attention_mask, role)
+        head = self.head
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = head.norm(head.activation(head.dense(hidden))) @ head.embeddings.weight.T
+        logits = (logits + (1 - attention_mask.unsqueeze(-1).to(logits.dtype)) * MASKED).amax(dim=1)
+        weights = SPARSIFICATIONS[self.config.sparsification](logits + head.bias)
+        if not self.config.expansion(role):
+            weights = weights * own_terms(input_ids, attention_mask, attention_mask.float(), weights.shape[-1])
         return weights
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

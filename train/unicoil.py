@@ -65,6 +65,10 @@ class UniCoilModel(nn.Module):
             input_ids.shape[0], self.embedding_dim, dtype=weights.dtype, device=weights.device
         ).scatter_add(1, input_ids, weights)
 
+    def graph_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, role: str) -> torch.Tensor:
+        """`encode`, which an export graph runs as it is."""
+        return self.encode(input_ids, attention_mask, role)
+
     def similarity(self, queries: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         """[Q, V] and [N, V] impacts → [Q, N] dot products."""
         return queries @ docs.T
