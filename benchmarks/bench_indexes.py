@@ -4,7 +4,8 @@ SciFact encoded by a MiniLM ColBERT.
 Multi-vector: build time, size (MB and against float16 token vectors), recall@10 against exact MaxSim and
 single-query latency (p50/p99, one thread: numpy's BLAS and Faiss's OpenMP) of the exact index, of
 approximate token indexes (Faiss IVF, then exact MaxSim re-scoring) and of the PLAID engine
-(`lir.clients.plaid_index`, 2 and 4 bits, at its defaults then at `--plaid-params`).
+(`lir.clients.plaid_index`, 2 and 4 bits, with or without exact re-scoring on kept float16 vectors, at its
+defaults then at `--plaid-params`).
 Sparse: single-query latency of `SparseIndex` (float32, float16, uint8) against a scipy CSR
 matrix-vector product (docs [N, V] @ query + argpartition), with recall@10 against the exact top 10.
 
@@ -70,8 +71,10 @@ SCALES = {
         "docs": 5183,
         "real": True,
         "storage": "",
-        "mv_specs": ["exact", "IVF1024,Flat", "plaid", "plaid,nbits=4"],
+        "mv_specs": ["exact", "IVF1024,Flat", "plaid,vectors=fp16"],
         "exact_latency_queries": 100,
+        # one build, both re-scorings: exact MaxSim on the kept float16 vectors (the default), then 2-bit
+        "plaid_params": ["ncells=8,ndocs=1024", "ncells=8,ndocs=2048", "ncells=8,ndocs=2048,rescore=decompressed"],
     },
     "100k": {  # the 1M x 32 tokens target at a tenth of the documents (1M does not fit 2 cores and 24 GB)
         "docs": 100_000,
@@ -91,6 +94,7 @@ SCALES = {
     },
 }
 DIM, QUERY_TOKENS, VOCAB, QUERY_TERMS = 128, 32, 30522, 20
+PLAID_PARAMS = ["ncells=2,ndocs=128", "ncells=8,ndocs=1024"]  # PLAID search parameters unless a scale has its own
 SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 COL_SETTINGS = {  # webis/colbert's settings on all-MiniLM-L6-v2, with Lightning IR's initial projection
     "query_length": 32,
@@ -332,13 +336,14 @@ def bench_multi_vector(scale: dict, args: argparse.Namespace, work: Path) -> lis
         exact = not plaid and index.info["factory"] == "exact"
         if truth is None and not exact:
             raise SystemExit("the first multi-vector spec must be exact (the recall reference)")
-        for params in [""] if exact else ["", *(args.plaid_params if plaid else args.mv_params)]:
+        plaid_params = scale.get("plaid_params", PLAID_PARAMS) if args.plaid_params is None else args.plaid_params
+        for params in [""] if exact else ["", *(plaid_params if plaid else args.mv_params)]:
             index.set_search_parameters(params)  # the defaults first, then other search parameters
             start = time.perf_counter()
             _, found = index.search(batch, k=10)
             batch_ms = 1000 * (time.perf_counter() - start) / truth_queries
             truth = truth or found
-            n_latency = min(scale["exact_latency_queries"] if exact else len(one), len(one))
+            n_latency = min(scale["exact_latency_queries"] if exact else args.queries, len(one))
             with one_thread():
                 p50, p99 = latencies(lambda i, index=index: index.search(one[i], k=10), n_latency)
             row = {
@@ -500,33 +505,51 @@ def bench_bmp(docs: SparseVectors, queries: SparseVectors, ids: list[str], truth
     return rows
 
 
+def curve_of(row: dict) -> tuple[str, str]:
+    """The engine a result row belongs to (one curve each) and the search settings that make it a point."""
+    if "spec" in row:  # multi-vector: "SPEC [SETTINGS]"; PLAID with kept vectors: exact and 2-bit re-scoring apart
+        spec, _, settings = row["spec"].partition(" ")
+        two_bit = "vectors=fp16" in spec and row["search_parameters"].get("rescore") == "decompressed"
+        return spec + (" rescore=decompressed" if two_bit else ""), settings
+    system = row["system"]  # sparse: "seismic query_cut=5,heap_factor=0.6", "bmp (uint8 impacts) alpha=1,beta=1"
+    if "=" not in system:
+        return system, ""
+    engine, _, settings = system.rpartition(" ")
+    return engine, settings
+
+
 def plot(results: dict, path: Path, title: str) -> None:
+    """Recall@10 against one-query p50 latency, a panel per family measured, a curve per engine."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-    multi_vector, sparse = results.get("multi_vector") or [], results.get("sparse") or []
-    curves: dict[str, list[dict]] = {}  # one curve per index, through its search-parameter settings
-    for row in multi_vector:
-        curves.setdefault(row["spec"].split(" ")[0], []).append(row)
-    for spec, points in curves.items():
-        axes[0].plot([r["p50_ms"] for r in points], [r["recall@10"] for r in points], "o-", ms=6, label=spec)
-        for r in points[1:]:
-            axes[0].annotate(r["spec"].split(" ", 1)[1], (r["p50_ms"], r["recall@10"]), fontsize=6)
-    if multi_vector:
-        axes[0].set_xscale("log")
-        axes[0].legend(fontsize=7, loc="best")
-    axes[0].set_xlabel("multi-vector: one query, p50 ms (log)")
-    axes[0].set_ylabel("recall@10 vs exact MaxSim")
-    axes[0].grid(alpha=0.3)
-    names = [row["system"] for row in sparse]
-    bars = axes[1].barh(names, [row["p50_ms"] for row in sparse], color="tab:orange")
-    if sparse:
-        axes[1].bar_label(bars, labels=[f"{row['p50_ms']:.2f} ms" for row in sparse], fontsize=8, padding=3)
-        axes[1].set_xscale("log")
-    axes[1].set_xlabel("sparse: one query top-10, p50 ms (log, lower is better)")
+    panels = [
+        (family, rows)
+        for family, rows in (("multi-vector", results.get("multi_vector")), ("sparse", results.get("sparse")))
+        if rows
+    ]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    for axis, (family, rows) in zip(axes[0], panels, strict=True):
+        curves: dict[str, list[tuple[dict, str]]] = {}
+        for row in rows:
+            engine, settings = curve_of(row)
+            curves.setdefault(engine, []).append((row, settings))
+        for engine, points in curves.items():
+            points.sort(key=lambda point: point[0]["p50_ms"])
+            x, y = [r["p50_ms"] for r, _ in points], [r["recall@10"] for r, _ in points]
+            axis.plot(x, y, "o-", ms=6, label=engine)
+            for r, settings in points:
+                if settings:
+                    axis.annotate(settings, (r["p50_ms"], r["recall@10"]), fontsize=6)
+        axis.set_xscale("log")
+        axis.legend(fontsize=7, loc="best")
+        axis.set_xlabel(f"{family}: one query, p50 ms (log)")
+        axis.set_ylabel("recall@10 vs exact search")
+        axis.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -577,8 +600,8 @@ def main() -> None:
     parser.add_argument(
         "--plaid-params",
         nargs="*",
-        default=["ncells=2,ndocs=128", "ncells=8,ndocs=1024"],
-        help="search parameters also measured on PLAID specs, after the defaults (default: %(default)s)",
+        help=f"search parameters also measured on PLAID specs, after the defaults, each applied on the previous "
+        f"(default: {' '.join(PLAID_PARAMS)}; scifact-real: {' '.join(SCALES['scifact-real']['plaid_params'])})",
     )
     parser.add_argument(
         "--topic-docs", type=int, default=20, help="multi-vector documents per topic (default: %(default)s)"

@@ -15,7 +15,9 @@ from lir.clients.engine import Engine
 from lir.clients.engines import open_engine
 from lir.clients.indexes import check_index_output, open_index
 from lir.clients.onnx_engine import OnnxEngine
-from lir.clients.retriever import Retriever, write_index
+from lir.clients.qdrant_index import target_spec
+from lir.clients.retriever import Retriever
+from lir.clients.streaming_index import DEFAULT_BLOCK_DOCS, stream_index
 from lir.collections import iter_docs, read_qrels_spec, read_queries
 from lir.errors import LirError, run_command
 from lir.files import check_not_an_input, check_output_file
@@ -72,16 +74,30 @@ def engine_options(required: bool) -> Callable[[F], F]:
 )
 @engine_options(required=True)
 @click.option("--corpus", required=True, help="BEIR folder, .jsonl, .tsv (id<TAB>text), or an ir_datasets id")
-@click.option("--output", required=True, help="index folder to write")
+@click.option(
+    "--output",
+    required=True,
+    help="index folder to write, or a Qdrant collection: qdrant://HOST:PORT/COLLECTION (with --factory qdrant)",
+)
 @click.option(
     "--factory",
     help="index spec: a Faiss factory string for single-vector models (default Flat, exact); for multi-vector "
-    "models exact (default), plaid (PLAID: centroids + 2-bit residuals, far faster; plaid,nbits=4,centroids=…) "
+    "models exact (default), plaid (PLAID: centroids + 2-bit residuals, far faster; plaid,nbits=4,centroids=…; "
+    "vectors=fp16 keeps the vectors for exact re-scoring) "
     "or a Faiss factory over token vectors for candidates (e.g. IVF1024,Flat); for "
     "sparse models the impact precision float32 (default, exact), float16 or uint8, or seismic (approximate, "
-    "far faster; build parameters as seismic,n_postings=3500,summary_energy=0.4)",
+    "far faster; build parameters as seismic,n_postings=3500,summary_energy=0.4); for any of the three, qdrant "
+    "(a Qdrant store in the folder, or in the collection --output names: qdrant,hnsw_m=16,ef_construct=100,int8)",
 )
-@click.option("--overwrite", is_flag=True, help="replace an existing index")
+@click.option("--overwrite", is_flag=True, help="replace an existing index (and the blocks of an interrupted run)")
+@click.option(
+    "--block-docs",
+    type=POSITIVE,
+    default=DEFAULT_BLOCK_DOCS,
+    show_default=True,
+    help="documents read, encoded and written at a time (what bounds memory) into OUTPUT.lir-blocks",
+)
+@click.option("--resume", is_flag=True, help="continue a killed run from its finished blocks in OUTPUT.lir-blocks")
 def index(
     engine: str,
     variant: str,
@@ -91,16 +107,20 @@ def index(
     output: str,
     factory: str | None,
     overwrite: bool,
+    block_docs: int,
+    resume: bool,
 ) -> int:
     """`lir index`."""
     check_index_output(output, overwrite, [corpus])
+    factory = target_spec(output, factory)
     with open_engine(engine, variant, device) as model:
-        docs = list(iter_docs(corpus))
-        if not docs:
-            raise LirError(f"{corpus} holds no documents")
         directory = str(model.directory.resolve()) if model.directory else None
         built_by = {"url": engine, "directory": directory, "variant": variant}
-        print(write_index(model, docs, output, built_by, factory, overwrite, batch_size))
+        print(
+            stream_index(
+                model, lambda: iter_docs(corpus), output, built_by, factory, overwrite, batch_size, block_docs, resume
+            )
+        )
     return 0
 
 
@@ -110,7 +130,12 @@ def index(
     help="Encode queries, search an index written by `lir index`, write a TREC run file.",
 )
 @engine_options(required=False)
-@click.option("--index", "index_dir", required=True, help="index folder written by `lir index`")
+@click.option(
+    "--index",
+    "index_dir",
+    required=True,
+    help="index folder written by `lir index`, or a Qdrant collection it wrote (qdrant://HOST:PORT/COLLECTION)",
+)
 @click.option("--queries", required=True, help="BEIR folder, .jsonl, .tsv, or an ir_datasets id")
 @click.option("--split", help="with a BEIR folder: keep the queries judged in this split (e.g. test)")
 @click.option("--output", required=True, help="TREC run file to write")
@@ -118,8 +143,8 @@ def index(
 @click.option(
     "--search-params",
     help="search parameters, e.g. nprobe=16 or efSearch=128 (Faiss); multi-vector also token_k=…,candidates=… "
-    "(plaid: ncells=…,ndocs=…,centroid_score_threshold=…); "
-    "seismic query_cut=…,heap_factor=…",
+    "(plaid: ncells=…,ndocs=…,centroid_score_threshold=…,rescore=exact|decompressed); "
+    "seismic query_cut=…,heap_factor=…; qdrant hnsw_ef=…,exact=true,rescore=…,oversampling=…",
 )
 def search(
     engine: str | None,

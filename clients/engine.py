@@ -71,12 +71,13 @@ class Engine(ABC):
 
     @property
     def aggregation(self) -> str | None:
-        """How a multi-vector model aggregates query tokens (`sum` or `mean`); None otherwise."""
+        """How a multi-vector or COIL model aggregates query tokens (`sum`, `mean` or `max`); None otherwise."""
         return self.card.aggregation
 
     @property
     def doc_aggregation(self) -> str | None:
-        """How a COIL model aggregates document tokens per query token (`max`, `sum` or `mean`); None otherwise."""
+        """How a multi-vector or COIL model aggregates document tokens per query token (`max`, `sum` or `mean`);
+        None otherwise."""
         return self.card.doc_aggregation
 
     @property

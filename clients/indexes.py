@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from lir.clients.dense_index import DenseIndex
     from lir.clients.multi_vector_index import MultiVectorIndex
     from lir.clients.plaid_index import PlaidIndex
+    from lir.clients.qdrant_index import QdrantIndex
     from lir.clients.seismic_index import SeismicIndex
     from lir.clients.sparse_index import SparseIndex
 
@@ -52,9 +53,11 @@ FORMATS = (
     "lir-sparse-index",
     "lir-seismic-index",
     "lir-coil-index",
+    "lir-qdrant-index",
 )
 is_index = owned_by(INFO_FILE, FORMATS)
 """Whether a folder is a lir index (only those are replaced by --overwrite)."""
+QDRANT_SCHEMES = ("qdrant://", "qdrant+https://", "qdrant+local://")  # index targets that are Qdrant collections
 
 
 def check_doc_ids(doc_ids: Sequence[str], count: int, what: str) -> list[str]:
@@ -75,7 +78,12 @@ def check_doc_ids(doc_ids: Sequence[str], count: int, what: str) -> list[str]:
 
 def check_index_output(output: str | Path, overwrite: bool, sources: Sequence[str] = ()) -> None:
     """Refuse, before any encoding, an output that is not a new folder or a lir index (with `overwrite`), that
-    cannot be written, or that holds one of the `sources` read to build it (the corpus)."""
+    cannot be written, or that holds one of the `sources` read to build it (the corpus); a Qdrant collection
+    URL is checked on its server."""
+    if str(output).startswith(QDRANT_SCHEMES):
+        from lir.clients.qdrant_index import check_qdrant_output
+
+        return check_qdrant_output(str(output), overwrite)
     parent, name = split_target(output, "an index")
     target = FolderSwap(parent, overwrite).check(name, is_index, "an index")
     for source in sources:
@@ -227,18 +235,21 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 def open_index(
     directory: str | Path, verify: bool = True
-) -> DenseIndex | MultiVectorIndex | PlaidIndex | SparseIndex | SeismicIndex | CoilIndex:
-    """Load any lir index folder, by the format its index.json records."""
+) -> DenseIndex | MultiVectorIndex | PlaidIndex | SparseIndex | SeismicIndex | CoilIndex | QdrantIndex:
+    """Load any lir index folder, by the format its index.json records, or a Qdrant collection by its URL."""
     from lir.clients.coil_index import CoilIndex
     from lir.clients.dense_index import DenseIndex
     from lir.clients.multi_vector_index import MultiVectorIndex
     from lir.clients.plaid_index import PlaidIndex
+    from lir.clients.qdrant_index import QdrantIndex
     from lir.clients.seismic_index import SeismicIndex
     from lir.clients.sparse_index import SparseIndex
 
+    if str(directory).startswith(QDRANT_SCHEMES):
+        return QdrantIndex.connect(str(directory))
     folder = Path(directory)
     fmt = read_info(folder).get("format")
-    for cls in (DenseIndex, MultiVectorIndex, PlaidIndex, SparseIndex, SeismicIndex, CoilIndex):
+    for cls in (DenseIndex, MultiVectorIndex, PlaidIndex, SparseIndex, SeismicIndex, CoilIndex, QdrantIndex):
         if fmt == cls.FORMAT:
             return cls.load(folder, verify=verify)
     raise LirError(f"{folder} holds an index of unknown format {fmt!r}")

@@ -2,12 +2,16 @@
 
 The spec says how documents are found:
 
-- `exact` (the default): every document is scored with MaxSim (`lir.vectors.maxsim`, batched);
+- `exact` (the default): every document is scored with MaxSim (`lir.vectors.maxsim`, batched), or with
+  the model's other late interaction (Lightning IR's sum / mean / max over query tokens of each query
+  token's max / sum / mean over document tokens);
 - a Faiss factory string for the token vectors (`IVF1024,Flat`, `IVF1024,PQ32x8`, `HNSW32`, ...):
   each query token retrieves its `token_k` nearest document tokens (inner product); their documents
   are ranked by an estimate of MaxSim: per query token, the best retrieved similarity, or 0.8 x the
-  token's last retrieved one where it retrieved none of the document's tokens; the best `candidates`
-  (at least k) are re-scored exactly with MaxSim on the stored vectors.
+  token's last retrieved one where it retrieved none of the document's tokens (a max over query tokens:
+  the best retrieved similarity); the best `candidates` (at least k) are re-scored exactly on the stored
+  vectors. Token search finds MaxSim's candidates: a model that sums or averages over document tokens is
+  refused (use `exact`).
   Defaults: `token_k=1024`; `candidates` = 65536 tokens' worth of documents (65536 / mean document
   length), between 256 and 1024; `nprobe=16` (IVF); `efSearch=128` (HNSW).
 
@@ -45,8 +49,9 @@ from lir.clients.indexes import (  # noqa: E402
     write_array,
     write_doc_ids,
 )
+from lir.coil import check_aggregations  # noqa: E402
 from lir.errors import LirError  # noqa: E402
-from lir.vectors import MultiVectors  # noqa: E402
+from lir.vectors import MultiVectors, doc_reduce  # noqa: E402
 
 VECTORS_FILE, OFFSETS_FILE, FAISS_FILE = "vectors.npy", "offsets.npy", "tokens.faiss"
 FORMAT = "lir-multi-vector-index"
@@ -117,11 +122,17 @@ class MultiVectorIndex:
         model: dict | None = None,
         aggregation: str = "sum",
         progress: bool = False,
+        doc_aggregation: str = "max",
     ) -> MultiVectorIndex:
-        """Index the token vectors of `docs` (in the order of `doc_ids`); see the module for `spec`."""
+        """Index the token vectors of `docs` (in the order of `doc_ids`) for a model's aggregations over
+        query and document tokens; see the module for `spec`."""
         factory, storage = parse_spec(spec)
-        if aggregation not in ("sum", "mean"):
-            raise LirError(f"unknown aggregation {aggregation!r} (sum or mean)")
+        check_aggregations(aggregation, doc_aggregation)
+        if factory != "exact" and doc_aggregation != "max":
+            raise LirError(
+                f"{spec!r}: token search finds MaxSim candidates, not those of doc aggregation "
+                f"{doc_aggregation!r}: use the exact index"
+            )
         vectors = docs.vectors
         if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.shape[1] < 1:
             raise LirError(f"token vectors must be a [T, D] array, not of shape {np.shape(vectors)}")
@@ -145,6 +156,7 @@ class MultiVectorIndex:
             "storage": storage,
             "metric": "maxsim",
             "aggregation": aggregation,
+            "doc_aggregation": doc_aggregation,
             "dim": dim,
             "count": len(doc_ids),
             "tokens": len(vectors),
@@ -222,7 +234,7 @@ class MultiVectorIndex:
         return results
 
     def _maxsim_all(self, qvectors: np.ndarray, qoffsets: np.ndarray) -> np.ndarray:
-        """MaxSim of some queries against every document: [Q, N] float32 (as `lir.vectors.maxsim`)."""
+        """Late interaction of some queries with every document: [Q, N] float32 (as `lir.vectors.maxsim`)."""
         n_docs, n_queries = len(self.doc_ids), len(qoffsets) - 1
         qlens = np.diff(qoffsets)
         scores = np.zeros((n_queries, n_docs), np.float64)
@@ -240,13 +252,25 @@ class MultiVectorIndex:
             if len(nonempty):
                 chunk = np.asarray(self.vectors[first:last], dtype=np.float32)
                 sims = qvectors @ chunk.T  # [query tokens, chunk tokens]
-                best = np.maximum.reduceat(sims, self.offsets[start:stop][nonempty] - first, axis=1)
-                summed = np.add.reduceat(best, qoffsets[live], axis=0, dtype=np.float64)  # [live, nonempty]
-                scores[np.ix_(live, start + nonempty)] = summed
+                starts = self.offsets[start:stop][nonempty] - first
+                per_token = doc_reduce(sims, starts, lengths[start:stop][nonempty], self.doc_aggregation)
+                scores[np.ix_(live, start + nonempty)] = self._query_reduce(per_token, qoffsets[live])
             start = stop
         if self.info["aggregation"] == "mean":
             scores /= np.maximum(qlens, 1)[:, None]
         return scores.astype(np.float32)
+
+    @property
+    def doc_aggregation(self) -> str:
+        """The aggregation over a document's tokens (indexes without one: max)."""
+        return self.info.get("doc_aggregation", "max")
+
+    def _query_reduce(self, per_token: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """[query tokens, documents] per-token scores of consecutive queries (each starting at `starts`) →
+        [queries, documents] float64: summed (sum, mean) or the best (max)."""
+        if self.info["aggregation"] == "max":
+            return np.maximum.reduceat(per_token, starts, axis=0).astype(np.float64)
+        return np.add.reduceat(per_token, starts, axis=0, dtype=np.float64)
 
     def _search_approximate(
         self, qvectors: np.ndarray, qoffsets: np.ndarray, k: int
@@ -292,17 +316,22 @@ class MultiVectorIndex:
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         best = np.maximum.reduceat(sims[found][order], starts)
         pair_qtok = qtok[order][starts]
-        # a query token that missed a document counts IMPUTE x its last retrieved similarity (the
-        # document's is below that): rank by the gain over it, summed over the query tokens
-        floor = IMPUTE * sims[np.arange(len(sims)), np.maximum(n_found - 1, 0)]
         unique_docs, inverse = np.unique(docs[order][starts], return_inverse=True)
-        estimate = np.bincount(inverse, weights=best - floor[pair_qtok], minlength=len(unique_docs))
+        if self.info["aggregation"] == "max":  # the best retrieved similarity of any query token
+            estimate = np.full(len(unique_docs), -np.inf)
+            np.maximum.at(estimate, inverse, best)
+        else:
+            # a query token that missed a document counts IMPUTE x its last retrieved similarity (the
+            # document's is below that): rank by the gain over it, summed over the query tokens
+            floor = IMPUTE * sims[np.arange(len(sims)), np.maximum(n_found - 1, 0)]
+            estimate = np.bincount(inverse, weights=best - floor[pair_qtok], minlength=len(unique_docs))
         if len(unique_docs) > limit:
             unique_docs = np.sort(unique_docs[top_k(estimate, limit)])
         return unique_docs
 
     def _maxsim_some(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """MaxSim of one query against the documents `rows` (sorted, each with tokens): [len(rows)] float32."""
+        """MaxSim (max over document tokens: approximate indexes) of one query against the documents `rows`
+        (sorted, each with tokens), aggregated over the query tokens: [len(rows)] float32."""
         starts, stops = self.offsets[rows], self.offsets[rows + 1]
         lengths = stops - starts
         local = np.zeros(len(rows) + 1, np.int64)
@@ -317,7 +346,7 @@ class MultiVectorIndex:
             chunk = np.asarray(self.vectors[tokens[local[first] : local[last]]], dtype=np.float32)
             sims = query @ chunk.T
             best = np.maximum.reduceat(sims, local[first:last] - local[first], axis=1)
-            scores[first:last] = best.sum(axis=0, dtype=np.float64)
+            scores[first:last] = self._query_reduce(best, np.zeros(1, np.int64))[0]
             first = last
         if self.info["aggregation"] == "mean":
             scores /= len(query)
@@ -342,8 +371,12 @@ class MultiVectorIndex:
         folder = Path(directory)
         info = read_index_info(folder, FORMAT, _file_names, verify=verify)
         storage = info.get("storage")
-        if storage not in STORAGE or info.get("aggregation") not in ("sum", "mean"):
-            raise LirError(f"{folder}: unknown storage {storage!r} or aggregation {info.get('aggregation')!r}")
+        if storage not in STORAGE:
+            raise LirError(f"{folder}: unknown storage {storage!r}")
+        try:
+            check_aggregations(info.get("aggregation"), info.get("doc_aggregation", "max"))
+        except LirError as exc:
+            raise LirError(f"{folder}: {exc}") from None
         vectors = load_array(folder, VECTORS_FILE, STORAGE[storage], 2)
         offsets = load_array(folder, OFFSETS_FILE, np.int64, 1)
         if vectors.shape[1] != info.get("dim") or len(offsets) != info.get("count", -1) + 1:

@@ -16,22 +16,28 @@ where each document token stands for its centroid's score) over the centroids th
 `centroid_score_threshold` for some query token; the best `ndocs` are ranked again with all their
 centroids, and the best ndocs / 4 (at least k) are scored by MaxSim on their decompressed vectors (centroid
 + scale x bucket values), aggregated over the query tokens as the exact index does (sum or mean): equal to
-exact MaxSim up to the compression error. Documents without tokens score 0, as in exact search; so does
-every document for a query without tokens.
+exact MaxSim up to the compression error; or, where the index keeps the token vectors (`vectors=fp16`), by
+exact MaxSim on them (`rescore=exact`, the default then: on real MiniLM ColBERT tokens of SciFact, whose
+top-10 scores lie close together, 2-bit scores keep only 0.87 of the exact top 10 even among the exact top
+100). Documents without tokens score 0, as in exact search; so does every document for a query without
+tokens.
 
-The spec: `plaid` (the defaults) or `plaid,nbits=4,centroids=16384`: `nbits` 2 (default, ColBERTv2's and
-PLAID's) or 4 bits per dimension; `centroids` defaults to ColBERTv2's 2^floor(log2(16 sqrt(T))) for T token
-vectors (at most T). Search parameters (`set_search_parameters`, e.g. `ncells=4,ndocs=1024`): `ncells`
-(default 4), `ndocs` (default 256; at least 4 k are kept) and `centroid_score_threshold` (a score, -inf to
-prune nothing; default `auto`: per query, half the median over its tokens of their best centroid score,
-about PLAID's 0.45 for unit vectors and scaled like the query's scores otherwise).
+The spec: `plaid` (the defaults) or `plaid,nbits=4,centroids=16384,vectors=fp16`: `nbits` 2 (default,
+ColBERTv2's and PLAID's) or 4 bits per dimension; `centroids` defaults to ColBERTv2's 2^floor(log2(16
+sqrt(T))) for T token vectors (at most T); `vectors=fp16` also keeps the token vectors as float16 (2 bytes
+per dimension more) for exact re-scoring (default `none`). Search parameters (`set_search_parameters`, e.g.
+`ncells=4,ndocs=1024`): `ncells` (default 4), `ndocs` (default 256; at least 4 k are kept),
+`centroid_score_threshold` (a score, -inf to prune nothing; default `auto`: per query, half the median over
+its tokens of their best centroid score, about PLAID's 0.45 for unit vectors and scaled like the query's
+scores otherwise) and `rescore` (`exact`, needing vectors=fp16, or `decompressed`).
 
 Folder: `centroids.npy` [K, D] float32, `codes.npy` [T] (centroid of each token; uint16, or int32 above
 65,536 centroids), `residuals.npy` [T, ceil(D nbits / 8)] uint8 (bucket indices, the first dimension in
 the high bits), `scales.npy` [T] float16, `bucket_cutoffs.npy` [D, 2^nbits - 1] and `bucket_weights.npy`
 [D, 2^nbits] float32, `offsets.npy` [N + 1] int64 (document i owns tokens offsets[i]:offsets[i + 1]),
 `doc_cells.npy` with `doc_cell_offsets.npy` (each document's distinct centroids), `cell_docs.npy` int32
-with `cell_offsets.npy` (each centroid's documents), `doc_ids.json` and `index.json` with the checksums.
+with `cell_offsets.npy` (each centroid's documents), `vectors.npy` [T, D] float16 (vectors=fp16 only),
+`doc_ids.json` and `index.json` with the checksums.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ ARRAYS = {  # file stem → (dtype, rank); codes' dtype follows the number of ce
     "cell_docs": (np.int32, 1),
     "cell_offsets": (np.int64, 1),
 }
+VECTORS = ("vectors", np.float16, 2)  # optional: the token vectors, for exact MaxSim on the survivors
+RESCORE = ("exact", "decompressed")
 NBITS = (2, 4)
 DEFAULT_NBITS, DEFAULT_NCELLS, DEFAULT_NDOCS = 2, 4, 256
 KMEANS_ITERATIONS, KMEANS_SEED = 4, 123  # ColBERTv2's
@@ -91,7 +99,8 @@ HNSW_CENTROIDS, HNSW_NEIGHBORS, HNSW_EF_SEARCH = 8192, 32, 64  # tokens find the
 
 
 def parse_spec(spec: str) -> dict[str, int]:
-    """`plaid`, `plaid,nbits=4,centroids=16384` → {"nbits": ..., "centroids": ... (0: the default)}."""
+    """`plaid`, `plaid,nbits=4,centroids=16384,vectors=fp16` → {"nbits": ..., "centroids": ... (0: the
+    default), "vectors": whether the token vectors are kept as float16}."""
     head, _, rest = spec.partition(",")
     if head.strip() != "plaid":
         raise LirError(f"{spec!r} is not a PLAID index spec (plaid, plaid,nbits=2, plaid,nbits=4,centroids=16384)")
@@ -99,14 +108,17 @@ def parse_spec(spec: str) -> dict[str, int]:
         params = parse_parameters(rest)
     except LirError as exc:
         raise LirError(f"{spec!r} is not a PLAID index spec ({exc})") from None
-    unknown = sorted(set(params) - {"nbits", "centroids"})
+    unknown = sorted(set(params) - {"nbits", "centroids", "vectors"})
     if unknown:
-        raise LirError(f"{spec!r}: unknown PLAID option {unknown[0]!r} (nbits, centroids)")
+        raise LirError(f"{spec!r}: unknown PLAID option {unknown[0]!r} (nbits, centroids, vectors)")
     nbits = params.get("nbits", str(DEFAULT_NBITS))
     if nbits not in {str(n) for n in NBITS}:
         raise LirError(f"{spec!r}: nbits must be 2 or 4, not {nbits!r}")
     centroids = positive_int("centroids", params["centroids"]) if "centroids" in params else 0
-    return {"nbits": int(nbits), "centroids": centroids}
+    vectors = params.get("vectors", "none")
+    if vectors not in ("none", "fp16"):
+        raise LirError(f"{spec!r}: vectors must be fp16 or none, not {vectors!r}")
+    return {"nbits": int(nbits), "centroids": centroids, "vectors": vectors == "fp16"}
 
 
 def default_centroids(tokens: int) -> int:
@@ -130,6 +142,7 @@ class PlaidIndex:
         self.offsets = arrays["offsets"]
         self.doc_cells, self.doc_cell_offsets = arrays["doc_cells"], arrays["doc_cell_offsets"]
         self.cell_docs, self.cell_offsets = arrays["cell_docs"], arrays["cell_offsets"]
+        self.vectors = arrays.get("vectors")  # float16 [T, D] where the spec keeps them (vectors=fp16)
         self._centroids_t = np.ascontiguousarray(self.centroids.T)  # [D, K]: the centroid matmul 12% faster
         self._decode_table = _decode_table(arrays["bucket_weights"], info["nbits"])
         self._byte_base = np.arange(self.residuals.shape[1], dtype=np.intp) * 256
@@ -138,6 +151,7 @@ class PlaidIndex:
             "ncells": DEFAULT_NCELLS,
             "ndocs": DEFAULT_NDOCS,
             "centroid_score_threshold": None,  # per query: THRESHOLD_SHARE x its tokens' median best score
+            "rescore": "exact" if self.vectors is not None else "decompressed",
         }
 
     # ---------------------------------------------------------------- build
@@ -166,6 +180,7 @@ class PlaidIndex:
         for start in range(0, len(vectors), CHUNK):
             if not np.isfinite(vectors[start : start + CHUNK]).all():
                 raise LirError("token vectors hold NaN or infinite values")
+        kept = _float16(vectors) if options["vectors"] else None  # refused before the k-means if they overflow
         n_tokens, dim, nbits = len(vectors), int(vectors.shape[1]), options["nbits"]
         n_centroids = min(options["centroids"] or default_centroids(n_tokens), n_tokens)
         centroids, assigner = _train_centroids(vectors, n_centroids, progress)
@@ -197,6 +212,8 @@ class PlaidIndex:
             "cell_docs": cell_docs,
             "cell_offsets": cell_offsets,
         }
+        if kept is not None:
+            arrays["vectors"] = kept
         info = {
             "format": FORMAT,
             "version": 1,
@@ -208,6 +225,7 @@ class PlaidIndex:
             "tokens": n_tokens,
             "nbits": nbits,
             "centroids": n_centroids,
+            "vectors": "fp16" if options["vectors"] else "none",
             "size_bytes": sum(int(a.nbytes) for a in arrays.values()),
             "fp16_bytes": 2 * n_tokens * dim,
             "model": model or {},
@@ -217,7 +235,7 @@ class PlaidIndex:
     # ---------------------------------------------------------------- search
 
     def set_search_parameters(self, spec: str) -> None:
-        """E.g. `ncells=4,ndocs=4096,centroid_score_threshold=0.45` (see the module for their meaning)."""
+        """E.g. `ncells=4,ndocs=4096,centroid_score_threshold=0.45,rescore=exact` (see the module)."""
         params = parse_parameters(spec)
         update: dict[str, float | None] = {}
         for name, value in params.items():
@@ -225,9 +243,16 @@ class PlaidIndex:
                 update[name] = positive_int(name, value)
             elif name == "centroid_score_threshold":
                 update[name] = None if value == "auto" else _number(name, value)
+            elif name == "rescore":
+                if value not in RESCORE:
+                    raise LirError(f"search parameter rescore must be exact or decompressed, not {value!r}")
+                if value == "exact" and self.vectors is None:
+                    raise LirError("rescore=exact needs the token vectors: build the index with vectors=fp16")
+                update[name] = value
             else:
                 raise LirError(
-                    f"{name!r} is not a search parameter of a PLAID index (ncells, ndocs, centroid_score_threshold)"
+                    f"{name!r} is not a search parameter of a PLAID index "
+                    "(ncells, ndocs, centroid_score_threshold, rescore)"
                 )
         self.search_parameters.update(update)
 
@@ -259,15 +284,16 @@ class PlaidIndex:
             return np.arange(k), np.zeros(k, np.float32)
         cell_scores = query @ self._centroids_t  # [Lq, K]
         rows = self._docs_of(_best_cells(cell_scores, int(self.search_parameters["ncells"])))
+        by_cell = np.ascontiguousarray(cell_scores.T)  # [K, Lq]: a centroid's scores in one cache line or two
         ndocs = max(int(self.search_parameters["ndocs"]), 4 * k)
         threshold = self.search_parameters["centroid_score_threshold"]
         if threshold is None:
             threshold = THRESHOLD_SHARE * float(np.median(cell_scores.max(axis=1)))
-        kept = cell_scores.max(axis=0) >= threshold
-        rows, estimate = self._centroid_interaction(cell_scores, rows, kept)
-        rows, estimate = self._centroid_interaction(cell_scores, np.sort(rows[top_k(estimate, ndocs)]))
+        kept = by_cell.max(axis=1) >= threshold
+        rows, estimate = self._centroid_interaction(by_cell, rows, kept)
+        rows, estimate = self._centroid_interaction(by_cell, np.sort(rows[top_k(estimate, ndocs)]))
         rows = np.sort(rows[top_k(estimate, max(ndocs // 4, k))])
-        scores = self._maxsim(query, cell_scores, rows)
+        scores = self._maxsim(query, by_cell, rows, self.search_parameters["rescore"] == "exact")
         if len(self._empty):  # documents without tokens score 0 (ties broken by row, as in exact search)
             rows = np.concatenate([rows, self._empty[:k]])
             scores = np.concatenate([scores, np.zeros(min(k, len(self._empty)), np.float32)])
@@ -283,9 +309,9 @@ class PlaidIndex:
         return np.flatnonzero(found)
 
     def _centroid_interaction(
-        self, cell_scores: np.ndarray, rows: np.ndarray, kept: np.ndarray | None = None
+        self, by_cell: np.ndarray, rows: np.ndarray, kept: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """MaxSim of the documents `rows` with each token replaced by its centroid's scores [Lq, K], over
+        """MaxSim of the documents `rows` with each token replaced by its centroid's scores [K, Lq], over
         the `kept` centroids only where given (documents with none of them are dropped): rows, estimates."""
         if len(rows) == 0:
             return rows, np.zeros(0, np.float32)
@@ -299,12 +325,13 @@ class PlaidIndex:
             np.cumsum(counts, out=local[1:])
         if len(rows) == 0:
             return rows, np.zeros(0, np.float32)
-        best = np.maximum.reduceat(np.take(cell_scores, cells, axis=1), local[:-1], axis=1)  # [Lq, rows]
-        return rows, best.sum(axis=0)
+        best = np.maximum.reduceat(np.take(by_cell, cells, axis=0), local[:-1], axis=0)  # [rows, Lq]
+        return rows, best.sum(axis=1)
 
-    def _maxsim(self, query: np.ndarray, cell_scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """MaxSim of the query with the decompressed token vectors of `rows` (sorted, each with tokens),
-        aggregated as the index says: q . (centroid + residual) = centroid score + q . residual."""
+    def _maxsim(self, query: np.ndarray, by_cell: np.ndarray, rows: np.ndarray, exact: bool) -> np.ndarray:
+        """MaxSim of the query with the token vectors of `rows` (sorted, each with tokens), aggregated as the
+        index says: the stored float16 vectors where `exact`, else the decompressed ones, q . (centroid +
+        residual) = centroid score [K, Lq] + q . residual."""
         tokens, local = _ranges(self.offsets, rows)
         scores = np.empty(len(rows), np.float64)
         first = 0
@@ -312,11 +339,14 @@ class PlaidIndex:
             last = int(np.searchsorted(local, local[first] + CHUNK, side="right")) - 1
             last = min(max(last, first + 1), len(rows))
             chunk = tokens[local[first] : local[last]]
-            residuals = query @ self._decode(np.take(self.residuals, chunk, axis=0)).T  # [Lq, tokens]
-            residuals *= np.take(self.scales, chunk).astype(np.float32)
-            sims = np.take(cell_scores, np.take(self.codes, chunk), axis=1) + residuals
-            best = np.maximum.reduceat(sims, local[first:last] - local[first], axis=1)  # [Lq, rows]
-            scores[first:last] = best.sum(axis=0, dtype=np.float64)
+            if exact:
+                sims = np.take(self.vectors, chunk, axis=0).astype(np.float32) @ query.T  # [tokens, Lq]
+            else:
+                sims = self._decode(np.take(self.residuals, chunk, axis=0)) @ query.T
+                sims *= np.take(self.scales, chunk).astype(np.float32)[:, None]
+                sims += np.take(by_cell, np.take(self.codes, chunk), axis=0)
+            best = np.maximum.reduceat(sims, local[first:last] - local[first], axis=0)  # [rows, Lq]
+            scores[first:last] = best.sum(axis=1, dtype=np.float64)
             first = last
         if self.info["aggregation"] == "mean":
             scores /= len(query)
@@ -340,7 +370,7 @@ class PlaidIndex:
     def load(cls, directory: str | Path, verify: bool = True) -> PlaidIndex:
         """Read an index folder (arrays memory-mapped); with `verify`, a corrupted file is refused."""
         folder = Path(directory)
-        info = read_index_info(folder, FORMAT, (*(f"{name}.npy" for name in ARRAYS), IDS_FILE), verify=verify)
+        info = read_index_info(folder, FORMAT, _files, verify=verify)
         if info.get("aggregation") not in ("sum", "mean") or info.get("nbits") not in NBITS:
             raise LirError(f"{folder}: unknown aggregation {info.get('aggregation')!r} or nbits {info.get('nbits')!r}")
         n_centroids = info.get("centroids", -1)
@@ -348,8 +378,27 @@ class PlaidIndex:
         arrays = {
             name: load_array(folder, f"{name}.npy", dtype or code_type, ndim) for name, (dtype, ndim) in ARRAYS.items()
         }
+        if info.get("vectors") == "fp16":
+            arrays["vectors"] = load_array(folder, f"{VECTORS[0]}.npy", *VECTORS[1:])
         _check_arrays(folder, arrays, info)
         return cls(arrays, read_doc_ids(folder, info["count"]), info)
+
+
+def _files(info: dict[str, Any]) -> list[str]:
+    """The files of an index folder: the arrays, the token vectors where kept, the doc ids."""
+    vectors = [f"{VECTORS[0]}.npy"] if info.get("vectors") == "fp16" else []
+    return [*(f"{name}.npy" for name in ARRAYS), *vectors, IDS_FILE]
+
+
+def _float16(vectors: np.ndarray) -> np.ndarray:
+    """The token vectors as float16, converted a chunk at a time (refused where a value overflows)."""
+    out = np.empty(vectors.shape, np.float16)
+    for start in range(0, len(vectors), CHUNK):
+        with np.errstate(over="ignore"):
+            out[start : start + CHUNK] = vectors[start : start + CHUNK]
+        if not np.isfinite(out[start : start + CHUNK]).all():
+            raise LirError("token vectors overflow float16 (|value| > 65504): build without vectors=fp16")
+    return out
 
 
 def _number(name: str, value: str) -> float:
@@ -378,6 +427,8 @@ def _check_arrays(folder: Path, arrays: dict[str, np.ndarray], info: dict[str, A
         "cell_offsets": (n_centroids + 1,) if isinstance(n_centroids, int) else None,
         "cell_docs": arrays["doc_cells"].shape,
     }
+    if "vectors" in arrays:
+        expected["vectors"] = (tokens, dim)
     for name, shape in expected.items():
         if arrays[name].shape != shape:
             raise LirError(f"{folder / (name + '.npy')} has shape {arrays[name].shape}, expected {shape}")

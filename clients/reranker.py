@@ -26,12 +26,14 @@ def ranked(scores: Mapping[str, float]) -> list[str]:
     return [did for did, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))]
 
 
-def family_scores(queries: Encoded, row: int, docs: Encoded, rows: np.ndarray, aggregation: str | None) -> np.ndarray:
+def family_scores(
+    queries: Encoded, row: int, docs: Encoded, rows: np.ndarray, aggregations: tuple[str | None, str | None]
+) -> np.ndarray:
     """Scores of query `row` of `queries` against the documents `rows` of `docs` by their family's rule (a
-    multi-vector model's `aggregation` over query tokens)."""
+    multi-vector model's `aggregations` over query and document tokens)."""
     if isinstance(queries, MultiVectors):
         candidates = MultiVectors.from_list([docs[i] for i in rows], docs.vectors.shape[1])
-        return maxsim(queries[row], candidates, aggregation)
+        return maxsim(queries[row], candidates, *aggregations)
     if isinstance(queries, SparseVectors):
         return sparse_dot(queries.row(row), docs.take(rows))
     return docs[rows] @ queries[row]
@@ -92,14 +94,13 @@ class Reranker:
         options = {"batch_size": self.batch_size, "progress": self.progress}
         encoded_queries = self.engine.encode_queries(list(queries), **options)
         encoded_docs = self.engine.encode_docs(list(distinct), **options)
-        aggregation = self.engine.aggregation
+        aggregations = self.engine.aggregation, self.engine.doc_aggregation
         if isinstance(encoded_queries, CoilVectors):
-            aggregations = aggregation, self.engine.doc_aggregation
             return [
                 coil_scores(encoded_queries.take([i]), encoded_docs.take(r), *aggregations)[0]
                 for i, r in enumerate(rows)
             ]
-        return [family_scores(encoded_queries, i, encoded_docs, r, aggregation) for i, r in enumerate(rows)]
+        return [family_scores(encoded_queries, i, encoded_docs, r, aggregations) for i, r in enumerate(rows)]
 
 
 class Pipeline:

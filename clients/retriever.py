@@ -12,6 +12,8 @@ from lir.clients.engine import Engine
 from lir.clients.indexes import check_doc_ids, check_index_output
 from lir.clients.multi_vector_index import MultiVectorIndex
 from lir.clients.plaid_index import PlaidIndex
+from lir.clients.qdrant_index import QdrantIndex, target_spec
+from lir.clients.qdrant_index import parse_spec as parse_qdrant_spec
 from lir.clients.seismic_index import SeismicIndex
 from lir.clients.seismic_index import parse_spec as parse_seismic_spec
 from lir.clients.sparse_index import SPECS as SPARSE_SPECS
@@ -20,11 +22,11 @@ from lir.errors import LirError
 from lir.trec import Run
 from lir.vectors import Encoded
 
-Index = DenseIndex | MultiVectorIndex | PlaidIndex | SparseIndex | SeismicIndex | CoilIndex
+Index = DenseIndex | MultiVectorIndex | PlaidIndex | SparseIndex | SeismicIndex | CoilIndex | QdrantIndex
 INDEX_OF_FAMILY: dict[str, tuple[type, ...]] = {
-    "single-vector": (DenseIndex,),
-    "multi-vector": (MultiVectorIndex, PlaidIndex),
-    "sparse": (SparseIndex, SeismicIndex),
+    "single-vector": (DenseIndex, QdrantIndex),
+    "multi-vector": (MultiVectorIndex, PlaidIndex, QdrantIndex),
+    "sparse": (SparseIndex, SeismicIndex, QdrantIndex),
     "coil": (CoilIndex,),
 }
 DEFAULT_SPECS = {"single-vector": "Flat", "multi-vector": "exact", "sparse": "float32", "coil": "exact"}
@@ -32,15 +34,21 @@ DEFAULT_SPECS = {"single-vector": "Flat", "multi-vector": "exact", "sparse": "fl
 
 def build_index(engine: Engine, docs: Encoded, doc_ids: list[str], spec: str | None = None) -> Index:
     """The index of the engine's family over encoded documents; `spec` is the family's index spec string
-    (Faiss factory for single-vector; `exact`, `plaid[,nbits=…]` or a Faiss factory over token vectors for
+    (Faiss factory for single-vector; `exact`, `plaid[,nbits=…,vectors=fp16]` or a Faiss factory over token vectors for
     multi-vector; impact precision `float32`/`float16`/`uint8` or `seismic[,build parameters]` for sparse;
-    `exact` for coil)."""
+    `exact` for coil; `qdrant[,build parameters]` for any but coil)."""
     family = engine.family
     spec = spec or DEFAULT_SPECS[family]
+    if spec_head(spec) == "qdrant":
+        aggregations = (engine.aggregation, engine.doc_aggregation) if family == "multi-vector" else ("sum", "max")
+        return QdrantIndex.build(docs, doc_ids, spec, engine.fingerprint, *aggregations, progress=True)
     if family == "multi-vector" and spec_head(spec) == "plaid":
+        if engine.doc_aggregation != "max":
+            raise LirError(f"PLAID scores MaxSim: doc aggregation {engine.doc_aggregation!r} needs the exact index")
         return PlaidIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, progress=True)
     if family == "multi-vector":
-        return MultiVectorIndex.build(docs, doc_ids, spec, engine.fingerprint, engine.aggregation, progress=True)
+        aggregations = {"aggregation": engine.aggregation, "doc_aggregation": engine.doc_aggregation}
+        return MultiVectorIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True, **aggregations)
     if family == "sparse" and spec_head(spec) == "seismic":
         return SeismicIndex.build(docs, doc_ids, spec, engine.fingerprint, progress=True)
     if family == "sparse":
@@ -59,8 +67,12 @@ def check_sparse_spec(spec: str | None) -> None:
     """Refuse a sparse index spec before the corpus is encoded (the others are checked by what they build)."""
     if spec is not None and spec_head(spec) == "seismic":
         parse_seismic_spec(spec)
+    elif spec is not None and spec_head(spec) == "qdrant":
+        parse_qdrant_spec(spec, "sparse")
     elif spec is not None and spec not in SPARSE_SPECS:
-        raise LirError(f"{spec!r} is not a sparse index spec (float32, float16, uint8 or seismic[,name=value...])")
+        raise LirError(
+            f"{spec!r} is not a sparse index spec (float32, float16, uint8, seismic[,name=value...] or qdrant)"
+        )
 
 
 def write_index(
@@ -80,6 +92,7 @@ def write_index(
     not indexed: they would all get one identical vector, which outranks real documents for some queries;
     the summary and index.json (`empty_docs_skipped`) count them."""
     check_index_output(output, overwrite)
+    spec = target_spec(output, spec)
     if engine.family == "sparse":
         check_sparse_spec(spec)
     check_doc_ids([doc_id for doc_id, _ in docs], len(docs), "documents")

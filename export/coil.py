@@ -93,11 +93,11 @@ class CoilExport(BiEncoderExport):
 
     def scores(self, queries: Encoded, docs: Encoded) -> np.ndarray:
         config = self.model.config
-        return coil_scores(queries, docs, config.query_aggregation, config.doc_aggregation)
+        return coil_scores(queries, docs, config.aggregation, config.doc_aggregation)
 
     def manifest_fields(self) -> dict[str, Any]:
         config = self.model.config
         return super().manifest_fields() | {
-            "aggregation": config.query_aggregation,
+            "aggregation": config.aggregation,
             "doc_aggregation": config.doc_aggregation,
         }

@@ -2,7 +2,7 @@
 
 Each encoder outputs the token vectors [batch, sequence, D] (L2-normalized inside the graph when the
 similarity is cosine) and the role's scoring mask [batch, sequence] (padding and unscored tokens
-False, query expansion tokens True). The scorer is the late interaction of aligned (query, document)
+False, expansion tokens True). The scorer is the late interaction of aligned (query, document)
 pairs of padded token vectors, for re-ranking candidates: [batch] scores.
 """
 
@@ -89,7 +89,7 @@ def pad_rows(rows: list[Row], dim: int, rng: np.random.Generator) -> tuple[np.nd
 
 
 class MultiVectorExport(BiEncoderExport):
-    """Scored token vectors per text, compared by late interaction (sum or mean of per-token maxima)."""
+    """Scored token vectors per text, compared by late interaction (the model's aggregations)."""
 
     family = "multi-vector"
     encoders = ENCODERS
@@ -148,11 +148,13 @@ class MultiVectorExport(BiEncoderExport):
         return MultiVectors.from_list([vectors for _, vectors in rows], self.model.embedding_dim)
 
     def scores(self, queries: Encoded, docs: Encoded) -> np.ndarray:
-        aggregation = self.model.config.aggregation
-        return np.stack([maxsim(queries[i], docs, aggregation) for i in range(len(queries))])
+        aggregations = self.model.config.aggregation, self.model.config.doc_aggregation
+        return np.stack([maxsim(queries[i], docs, *aggregations) for i in range(len(queries))])
 
     def manifest_fields(self) -> dict[str, Any]:
-        return super().manifest_fields() | {"aggregation": self.model.config.aggregation, "scorer": SCORER}
+        config = self.model.config
+        aggregations = {"aggregation": config.aggregation, "doc_aggregation": config.doc_aggregation}
+        return super().manifest_fields() | aggregations | {"scorer": SCORER}
 
     def compare_scorer(self, session: ort.InferenceSession, expected: dict[str, list[Row]]) -> tuple[float, float]:
         """The scorer against `pair_scores` on (query i, doc i) and (query i, doc i + 1) probe pairs.

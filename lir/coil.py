@@ -25,6 +25,7 @@ from lir.errors import LirError
 
 QUERY_AGGREGATIONS = ("sum", "mean", "max")
 DOC_AGGREGATIONS = ("max", "sum", "mean")
+"""Lightning IR's late-interaction aggregations over query and over document tokens (COIL and multi-vector)."""
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray]
 """One text: its cls vector [C], the token ids [n] and vectors [n, D] of its scored tokens."""
@@ -37,10 +38,10 @@ def _offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
 
 
 def check_aggregations(query: str, doc: str) -> None:
-    """A one-line error unless both aggregations are COIL's."""
+    """A one-line error unless both are late-interaction aggregations (over query / document tokens)."""
     if query not in QUERY_AGGREGATIONS or doc not in DOC_AGGREGATIONS:
         raise LirError(
-            f"unknown COIL aggregation {query!r} over query tokens / {doc!r} over document tokens "
+            f"unknown aggregation {query!r} over query tokens / {doc!r} over document tokens "
             f"(query: {', '.join(QUERY_AGGREGATIONS)}; doc: {', '.join(DOC_AGGREGATIONS)})"
         )
 

@@ -24,7 +24,6 @@ FORMAT_VERSION = 2
 """2: variants record `agreement` and its `measure` (1 called every agreement `min_cosine`)."""
 FAMILIES = ("single-vector", "multi-vector", "sparse", "coil", "cross-encoder")
 BI_ENCODERS = ("single-vector", "multi-vector", "sparse", "coil")
-AGGREGATIONS = ("sum", "mean")
 SIMILARITIES = ("dot", "cosine")
 VARIANTS = ("fp32", "int8", "fp16")
 ROLES = ("query", "doc")
@@ -176,10 +175,11 @@ class Manifest:
     """Everything a consumer of an exported model needs to know.
 
     `embedding_dim` is the vector size (single-vector), the token vector size (multi-vector) or the
-    vocabulary size (sparse). Multi-vector models name their `aggregation` over query tokens (`sum` or
-    `mean` of the per-token maxima) and may name a `scorer` graph (late interaction of padded token
-    vectors); sparse models give the number of terms (`top_k`) their encoder graph returns per text, and
-    may encode a role without a graph by `term_weights` (that role then has no entry in `encoders`).
+    vocabulary size (sparse). Multi-vector models name their `aggregation` over query tokens (sum, mean
+    or max) and `doc_aggregation` over document tokens (max, sum or mean; absent: max) and may name a
+    `scorer` graph (late interaction of padded token vectors); sparse models give the number of terms
+    (`top_k`) their encoder graph returns per text, and may encode a role without a graph by
+    `term_weights` (that role then has no entry in `encoders`).
     COIL models name `aggregation` over query tokens (sum, mean or max) and `doc_aggregation` over document
     tokens (max, sum or mean); `embedding_dim` is their token vector size.
     Cross-encoders have no encoders (`encoders` is empty; `similarity` and `embedding_dim` are None): their
@@ -329,11 +329,11 @@ class Manifest:
         multi, sparse = self.family == "multi-vector", self.family == "sparse"
         self._validate_coil()
         if self.family != "coil" and (
-            multi != (self.aggregation is not None) or (multi and self.aggregation not in AGGREGATIONS)
+            multi != (self.aggregation is not None) or (multi and self.aggregation not in QUERY_AGGREGATIONS)
         ):
             raise LirError(
                 f"invalid manifest: aggregation {self.aggregation!r} does not fit a {self.family} model "
-                f"(multi-vector models need one of {', '.join(AGGREGATIONS)})"
+                f"(multi-vector models need one of {', '.join(QUERY_AGGREGATIONS)})"
             )
         if self.pair is not None:
             raise LirError("invalid manifest: only cross-encoders have pair rules")
@@ -357,13 +357,16 @@ class Manifest:
                 )
 
     def _validate_coil(self) -> None:
+        """COIL names both aggregations; a multi-vector model may name its doc aggregation (absent: max)."""
         coil = self.family == "coil"
-        if coil != (self.doc_aggregation is not None) or (
-            coil and (self.aggregation not in QUERY_AGGREGATIONS or self.doc_aggregation not in DOC_AGGREGATIONS)
-        ):
+        late = coil or self.family == "multi-vector"
+        missing = coil and (self.doc_aggregation is None or self.aggregation not in QUERY_AGGREGATIONS)
+        wrong = self.doc_aggregation is not None and (not late or self.doc_aggregation not in DOC_AGGREGATIONS)
+        if missing or wrong:
             raise LirError(
                 f"invalid manifest: aggregations {self.aggregation!r}/{self.doc_aggregation!r} do not fit a "
-                f"{self.family} model (COIL: query {', '.join(QUERY_AGGREGATIONS)}, doc {', '.join(DOC_AGGREGATIONS)})"
+                f"{self.family} model (COIL and multi-vector: query {', '.join(QUERY_AGGREGATIONS)}, "
+                f"doc {', '.join(DOC_AGGREGATIONS)})"
             )
 
     def _validate_term_weights(self) -> None:

@@ -38,7 +38,7 @@ class ModelCard:
             family=manifest.family,
             embedding_dim=manifest.embedding_dim,
             aggregation=manifest.aggregation,
-            doc_aggregation=manifest.doc_aggregation,
+            doc_aggregation=manifest.doc_aggregation or ("max" if manifest.family == "multi-vector" else None),
             listwise=manifest.pair is not None and manifest.pair.listwise,
         )
 

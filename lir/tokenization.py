@@ -82,10 +82,14 @@ class TextEncoder:
         return ids
 
     def batch(self, sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Pad token id lists into (input_ids, attention_mask); unattended expansion tokens get mask 0."""
+        """Pad token id lists into (input_ids, attention_mask); unattended expansion tokens get mask 0 (those
+        after a text's last other token: a text's own mask token stays attended, as in Lightning IR)."""
         input_ids, attention_mask = pad_batch(sequences, self.pad_token_id)
         if self.expansion_id is not None and not self.rules.attend_expansion:
-            attention_mask[input_ids == self.expansion_id] = 0
+            positions = np.arange(input_ids.shape[1])
+            own = (input_ids != self.expansion_id) & (attention_mask == 1)
+            last_own = np.where(own, positions, -1).max(axis=1, keepdims=True)
+            attention_mask[positions > last_own] = 0
         return input_ids, attention_mask
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lir.coil import CoilVectors, collect_rows, padded_rows
+from lir.coil import CoilVectors, check_aggregations, collect_rows, padded_rows
 from lir.errors import LirError
 
 
@@ -113,16 +113,25 @@ class SparseVectors:
 Encoded = np.ndarray | MultiVectors | SparseVectors | CoilVectors
 
 
-def maxsim(query: np.ndarray, docs: MultiVectors, aggregation: str = "sum", chunk_tokens: int = 1 << 18) -> np.ndarray:
+def maxsim(
+    query: np.ndarray,
+    docs: MultiVectors,
+    aggregation: str = "sum",
+    doc_aggregation: str = "max",
+    chunk_tokens: int = 1 << 18,
+) -> np.ndarray:
     """Late interaction of one query's [Lq, D] token vectors with every document: [N] scores.
 
-    Each query token takes its best dot product over a document's tokens; those maxima are summed (or
-    averaged) over the query tokens. A document without scored tokens scores 0 per query token.
+    Each query token aggregates its dot products over a document's tokens (`doc_aggregation`: the best,
+    MaxSim, or their sum or mean); those are aggregated over the query tokens (`aggregation`: sum, mean
+    or max), as Lightning IR's late interaction does. A document without scored tokens scores 0 per query
+    token; a query without tokens scores 0.
     """
-    if aggregation not in ("sum", "mean"):
-        raise LirError(f"unknown aggregation {aggregation!r} (sum or mean)")
+    check_aggregations(aggregation, doc_aggregation)
     n = len(docs)
     scores = np.zeros(n, np.float64)
+    if len(query) == 0:
+        return scores.astype(np.float32)
     lengths = docs.lengths
     start = 0
     while start < n:  # documents in chunks of about `chunk_tokens` tokens, to bound memory
@@ -133,12 +142,22 @@ def maxsim(query: np.ndarray, docs: MultiVectors, aggregation: str = "sum", chun
         nonempty = np.flatnonzero(lengths[start:stop] > 0)
         if len(nonempty):
             starts = docs.offsets[start:stop][nonempty] - first
-            best = np.maximum.reduceat(sims, starts, axis=1)  # [Lq, nonempty]
-            scores[start + nonempty] = best.sum(axis=0, dtype=np.float64)
+            per_token = doc_reduce(sims, starts, lengths[start:stop][nonempty], doc_aggregation)  # [Lq, nonempty]
+            scores[start + nonempty] = per_token.max(axis=0) if aggregation == "max" else per_token.sum(axis=0)
         start = stop
     if aggregation == "mean":
-        scores /= max(len(query), 1)
+        scores /= len(query)
     return scores.astype(np.float32)
+
+
+def doc_reduce(sims: np.ndarray, starts: np.ndarray, lengths: np.ndarray, doc_aggregation: str) -> np.ndarray:
+    """[Lq, T] similarities to the tokens of consecutive documents (each starting at `starts`, with
+    `lengths` > 0 tokens) → [Lq, documents] per query token: max, sum or mean over each document's tokens
+    (float64)."""
+    if doc_aggregation == "max":
+        return np.maximum.reduceat(sims, starts, axis=1).astype(np.float64)
+    summed = np.add.reduceat(sims, starts, axis=1, dtype=np.float64)
+    return summed / lengths if doc_aggregation == "mean" else summed
 
 
 def sparse_dot(query: tuple[np.ndarray, np.ndarray], docs: SparseVectors) -> np.ndarray:

@@ -89,16 +89,19 @@ def ivf(colbert):
 # ------------------------------------------------------------------------------------------ multi-vector
 
 
-@pytest.mark.parametrize("aggregation", ["sum", "mean"])
-def test_exact_multi_vector_equals_maxsim(aggregation):
+@pytest.mark.parametrize(
+    "aggregation, doc_aggregation",
+    [("sum", "max"), ("mean", "max"), ("max", "max"), ("sum", "sum"), ("mean", "mean"), ("max", "mean")],
+)
+def test_exact_multi_vector_equals_maxsim(aggregation, doc_aggregation):
     docs, queries = clustered(300, 12, 16, 6, seed=1)
     queries = MultiVectors.from_list([queries[i] for i in range(5)] + [np.empty((0, 16), np.float32)], 16)
     ids = [f"d{i}" for i in range(len(docs))]
-    index = MultiVectorIndex.build(docs, ids, aggregation=aggregation)
+    index = MultiVectorIndex.build(docs, ids, aggregation=aggregation, doc_aggregation=doc_aggregation)
     scores, found = index.search(queries, k=10)
     assert scores.shape == (6, 10)
     for q in range(len(queries)):
-        reference = maxsim(queries[q], docs, aggregation)
+        reference = maxsim(queries[q], docs, aggregation, doc_aggregation)
         top = np.argsort(-reference, kind="stable")[:10]
         assert found[q] == [ids[i] for i in top]
         np.testing.assert_allclose(scores[q], reference[top], atol=1e-5)
@@ -120,6 +123,17 @@ def test_approximate_multi_vector_keeps_recall(colbert, ivf):
     _, few = ivf.search(queries, k=10)
     assert recall(few, truth) < recall(found, truth)
     ivf.set_search_parameters("nprobe=16,token_k=1024,candidates=1024")
+
+
+def test_approximate_multi_vector_with_max_over_query_tokens(colbert, ivf):
+    """A model that takes the best query token: candidates by their best retrieved similarity, re-scored exactly."""
+    docs, queries, ids = colbert
+    exact_scores, truth = MultiVectorIndex.build(docs, ids, aggregation="max").search(queries, k=10)
+    best = MultiVectorIndex(ivf.vectors, ivf.offsets, ivf.doc_ids, ivf.info | {"aggregation": "max"}, ivf.token_index)
+    scores, found = best.search(queries, k=10)
+    assert recall(found, truth) >= 0.95
+    same = [f == t for f, t in zip(found, truth, strict=True)]
+    np.testing.assert_allclose(scores[same], exact_scores[same], atol=1e-5)
 
 
 def test_fp16_storage_and_pq_tokens(colbert):
@@ -161,7 +175,9 @@ def test_multi_vector_refuses_bad_input(colbert):
     with pytest.raises(LirError, match="NaN"):
         MultiVectorIndex.build(MultiVectors(nan, docs.offsets), ids)
     with pytest.raises(LirError, match="unknown aggregation"):
-        MultiVectorIndex.build(docs, ids, aggregation="max")
+        MultiVectorIndex.build(docs, ids, aggregation="min")
+    with pytest.raises(LirError, match="^'IVF16,Flat': token search finds MaxSim candidates.*'sum': use the exact"):
+        MultiVectorIndex.build(docs, ids, "IVF16,Flat", doc_aggregation="sum")
     with pytest.raises(LirError, match="neither exact nor a Faiss index factory string"):
         MultiVectorIndex.build(docs, ids, "NoSuchIndex")
     with pytest.raises(LirError, match="cannot train"):

@@ -3,7 +3,7 @@ exactly like a PyTorch brute-force reference (every query's top 10, same order, 
 
 Models are MiniLM-initialized with a random projection (ColBERT) or MLM head (SPLADE): trained
 effectiveness comes with the trainer. The collection is a fixed SciFact subset (tests/subsets.py: 50 test
-queries over their 49 judged documents and 300 others; SPLADE's vocabulary-wide head makes every document
+queries over their 49 judged documents and 100 others; SPLADE's vocabulary-wide head makes every document
 cost twice a MiniLM pass, in PyTorch and in onnxruntime); `make verify-late` runs the same tests over the
 whole of SciFact test (300 queries, 5,183 documents; LIR_FULL_SCIFACT=1).
 """
@@ -29,7 +29,7 @@ TOP = 10
 def subset(scifact):
     if os.environ.get("LIR_FULL_SCIFACT") == "1":
         return scifact_subset(scifact, n_queries=300, n_others=None)
-    return scifact_subset(scifact, n_others=300)
+    return scifact_subset(scifact, n_others=100)
 
 
 def pytorch_top(checkpoint, queries: dict[str, str], docs: dict[str, str]) -> dict[str, list[tuple[str, float]]]:

@@ -58,13 +58,23 @@ def test_what_lir_writes_scores_alike_in_lightning_ir(kind, reference_backbone, 
         ("SpladeConfig", {"query_weighting": "static", "query_expansion": False}),
         ("SpladeConfig", {"doc_expansion": False, "add_marker_tokens": True}),
         ("UniCoilConfig", {"add_marker_tokens": True}),
+        (
+            "ColConfig",
+            {
+                "doc_expansion": True,
+                "attend_to_doc_expanded_tokens": True,
+                "doc_length": 24,
+                "query_aggregation_function": "max",
+                "doc_aggregation_function": "mean",
+            },
+        ),
     ],
-    ids=["splade-static-query", "splade-no-doc-expansion-markers", "unicoil-markers"],
+    ids=["splade-static-query", "splade-no-doc-expansion-markers", "unicoil-markers", "col-doc-expansion-max-mean"],
 )
 def test_a_lightning_ir_save_written_back_by_lir_scores_alike(config, options, reference_backbone, tmp_path):
     """A Lightning IR model whose settings lir's own training does not start (SPLADE with static query weights
-    or without document expansion, UniCOIL) written back by lir keeps its settings and tables: Lightning IR
-    scores lir's save as it scored its own."""
+    or without document expansion, UniCOIL, col with document expansion and other aggregations) written back
+    by lir keeps its settings and tables: Lightning IR scores lir's save as it scored its own."""
     from lir.train.module import BiEncoderModule
     from lir.train.saving import save_lightning_ir
     from tests.reference import build

@@ -26,8 +26,15 @@ def test_maxsim_against_loops():
     np.testing.assert_allclose(maxsim(query, packed), expected, rtol=1e-5)
     np.testing.assert_allclose(maxsim(query, packed, "mean"), np.array(expected) / 4, rtol=1e-5)
     np.testing.assert_allclose(maxsim(query, packed, chunk_tokens=2), expected, rtol=1e-5)  # chunked path
+    reduce = {"max": max, "sum": sum, "mean": lambda sims: sum(sims) / len(sims)}
+    for doc_agg in ("max", "sum", "mean"):
+        for query_agg in ("sum", "mean", "max"):
+            per_token = [[reduce[doc_agg]([float(q @ t) for t in d]) for q in query] if len(d) else [0.0] for d in docs]
+            want = [reduce[query_agg](row) if query_agg != "mean" else sum(row) / 4 for row in per_token]
+            got = maxsim(query, packed, query_agg, doc_agg, chunk_tokens=3)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{query_agg}/{doc_agg}")
     with pytest.raises(LirError, match="aggregation"):
-        maxsim(query, packed, "max")
+        maxsim(query, packed, "min")
 
 
 def test_sparse_from_topk_and_dot():
@@ -84,3 +91,6 @@ def test_query_expansion_pads_with_mask_and_controls_attention():
     ids = unattended.encode(["short query"])
     input_ids, mask = unattended.batch(ids)
     assert mask[0].tolist() == [int(t != mask_id) for t in ids[0]] and mask[0].sum() == 4
+    own = unattended.encode(["a [MASK] query"])  # the text's own mask token stays attended (as in Lightning IR)
+    _, mask = unattended.batch(own + ids)
+    assert own[0][2] == mask_id and mask[0].tolist() == [1] * 5 + [0] * 7 and mask[1].sum() == 4

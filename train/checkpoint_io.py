@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 
 from lir.errors import LirError
 from lir.files import read_json
+from lir.manifest import TextRules, check_role
 
 if TYPE_CHECKING:
     from lir.train.coil import CoilModel
@@ -218,6 +219,25 @@ def refuse_leftovers(rest: dict[str, torch.Tensor], where: Path) -> None:
     if rest:
         names = ", ".join(sorted(rest)[:3])
         raise LirError(f"{where}: {len(rest)} tensors in the weights belong to nothing lir knows ({names})")
+
+
+@dataclass
+class TextConfig:
+    """The text settings every bi-encoder family's config shares (what `lightning_ir_text` reads from a Lightning
+    IR config and `saving.text_layout` writes): the similarity, the query and doc lengths (special and marker
+    tokens counted) and the [QUE]/[DOC] markers, inserted after the first token."""
+
+    similarity: str = "dot"
+    query_length: int = 32
+    doc_length: int = 512
+    query_marker: str | None = None
+    doc_marker: str | None = None
+
+    def rules(self, role: str) -> TextRules:
+        """How texts of `role` become token ids: cut to the role's length, its marker after the first token."""
+        if check_role(role) == "query":
+            return TextRules(self.query_length, marker=self.query_marker)
+        return TextRules(self.doc_length, marker=self.doc_marker)
 
 
 def lightning_ir_text(config: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ never normalizes nor sparsifies: `normalization_strategy` and `sparsification_st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedModel
 
-from lir.coil import DOC_AGGREGATIONS, QUERY_AGGREGATIONS
 from lir.errors import LirError
-from lir.manifest import TextRules, check_role
 from lir.train.checkpoint_io import (
     LIR_CONFIG_KEYS,
     MARKERS,
@@ -39,53 +37,23 @@ from lir.train.checkpoint_io import (
     refuse_leftovers,
     take_linear,
 )
-from lir.train.multi_vector import _mask_tokens, unscored_ids
+from lir.train.multi_vector import LateInteractionConfig, _mask_tokens, aggregate, unscored_ids
 from lir.train.saving import Settings, Tensors, projection_layout, text_layout
 
 COIL_KEYS = {"token_embedding_dim", "cls_embedding_dim"}
 """Lightning IR's coil settings beyond the multi-vector ones (kept out of the backbone's config)."""
-SIMILARITIES = ("dot", "cosine")
 CoilOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """cls [B, C], token vectors [B, L, D], token ids [B, L], scoring mask [B, L] (`lir.manifest.OUTPUTS["coil"]`)."""
 
 
 @dataclass
-class CoilConfig:
-    """Text rules, scoring masks, similarity and the two aggregations of a COIL model."""
-
-    similarity: str = "dot"
-    query_aggregation: str = "sum"
-    doc_aggregation: str = "max"
-    query_length: int = 32
-    doc_length: int = 512
-    query_marker: str | None = None
-    doc_marker: str | None = None
-    query_unscored_ids: list[int] = field(default_factory=list)
-    doc_unscored_ids: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.similarity not in SIMILARITIES:
-            raise LirError(f"similarity {self.similarity!r} is not supported for COIL (dot or cosine)")
-        if self.query_aggregation not in QUERY_AGGREGATIONS:
-            raise LirError(f"query_aggregation_function {self.query_aggregation!r} is not supported")
-        if self.doc_aggregation not in DOC_AGGREGATIONS:
-            raise LirError(f"doc_aggregation_function {self.doc_aggregation!r} is not supported")
+class CoilConfig(LateInteractionConfig):
+    """The late-interaction settings of a COIL model (its vectors are L2-normalized when it is cosine)."""
 
     @property
     def normalize(self) -> bool:
         """Whether the vectors come out L2-normalized (cosine models)."""
         return self.similarity == "cosine"
-
-    @property
-    def aggregation(self) -> str:
-        """The aggregation over query tokens (what the manifest's `aggregation` records)."""
-        return self.query_aggregation
-
-    def rules(self, role: str) -> TextRules:
-        """How texts of `role` become token ids: `[CLS] (marker) text [SEP]`."""
-        if check_role(role) == "query":
-            return TextRules(self.query_length, marker=self.query_marker)
-        return TextRules(self.doc_length, marker=self.doc_marker)
 
 
 class CoilModel(nn.Module):
@@ -138,8 +106,8 @@ class CoilModel(nn.Module):
         q_cls, q_vectors, q_ids, q_mask, d_cls, d_vectors, d_ids, d_mask = outputs
         sims = torch.einsum("qid,njd->qnij", q_vectors, d_vectors)
         sims = sims * (q_ids[:, None, :, None] == d_ids[None, :, None, :]).to(sims.dtype)
-        per_token = _aggregate(sims, d_mask[None, :, None, :], self.config.doc_aggregation)
-        tokens = _aggregate(per_token, q_mask[:, None, :], self.config.query_aggregation)
+        per_token = aggregate(sims, d_mask[None, :, None, :], self.config.doc_aggregation, -1)
+        tokens = aggregate(per_token, q_mask[:, None, :], self.config.aggregation, -1)
         return q_cls @ d_cls.T + tokens
 
     def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
@@ -153,21 +121,12 @@ class CoilModel(nn.Module):
             "projection": projection,
             "token_embedding_dim": self.embedding_dim,
             "cls_embedding_dim": self.cls_dim,
-            "query_aggregation_function": config.query_aggregation,
+            "query_aggregation_function": config.aggregation,
             "doc_aggregation_function": config.doc_aggregation,
             "query_mask_scoring_tokens": _mask_tokens(config.query_unscored_ids, tokenizer),
             "doc_mask_scoring_tokens": _mask_tokens(config.doc_unscored_ids, tokenizer),
         }
         return settings, tensors
-
-
-def _aggregate(scores: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """Lightning IR's masked aggregation over the last axis: max (masked -inf), sum or mean (masked 0)."""
-    mask = mask.expand_as(scores)
-    if how == "max":
-        return scores.masked_fill(~mask, float("-inf")).amax(-1)
-    summed = scores.masked_fill(~mask, 0.0).sum(-1)
-    return summed / mask.sum(-1).clamp(min=1).to(summed.dtype) if how == "mean" else summed
 
 
 def load_lightning_ir_coil(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
@@ -189,7 +148,7 @@ def load_lightning_ir_coil(path: Path, config: dict[str, Any], spec: str) -> Loa
     with located(path):
         settings = CoilConfig(
             **lightning_ir_text(config, fields),
-            query_aggregation=config.get("query_aggregation_function") or "sum",
+            aggregation=config.get("query_aggregation_function") or "sum",
             doc_aggregation=config.get("doc_aggregation_function") or "max",
             query_unscored_ids=unscored_ids(config.get("query_mask_scoring_tokens"), tokenizer),
             doc_unscored_ids=unscored_ids(config.get("doc_mask_scoring_tokens"), tokenizer),

@@ -13,7 +13,7 @@ layouts it reads (Lightning IR `col`: [MASK] expansion, scoring masks, aggregati
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,15 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedModel
 
+from lir.coil import check_aggregations
 from lir.errors import LirError
 from lir.files import read_json
-from lir.manifest import AGGREGATIONS, TextRules, check_role
+from lir.manifest import ROLES, TextRules, check_role
 from lir.train.checkpoint_io import (
     LIR_CONFIG_KEYS,
     MARKERS,
     LoadedBiEncoder,
+    TextConfig,
     build_backbone,
     capped_length,
     lightning_ir_text,
@@ -46,40 +48,63 @@ SIMILARITIES = ("dot", "cosine")
 
 
 @dataclass
-class MultiVectorConfig:
-    """Text rules, scoring mask and late-interaction settings of a multi-vector model."""
+class LateInteractionConfig(TextConfig):
+    """What every late-interaction family (multi-vector, MVR, COIL) shares beside the text settings: the tokens
+    never scored and the aggregation over query tokens (sum, mean, max) of each query token's aggregation over
+    document tokens (max, sum, mean)."""
 
-    similarity: str = "dot"
-    normalize: bool = False
     aggregation: str = "sum"
-    query_length: int = 32
-    doc_length: int = 512
-    query_marker: str | None = None
-    doc_marker: str | None = None
-    query_expansion_token: str | None = None
-    query_expansion_id: int | None = None
-    attend_to_query_expansion: bool = True
+    doc_aggregation: str = "max"
     query_unscored_ids: list[int] = field(default_factory=list)
     doc_unscored_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
             raise LirError(f"unknown similarity {self.similarity!r} (known: {', '.join(SIMILARITIES)})")
-        if self.aggregation not in AGGREGATIONS:
-            raise LirError(f"unknown aggregation {self.aggregation!r} (known: {', '.join(AGGREGATIONS)})")
-        if (self.query_expansion_token is None) != (self.query_expansion_id is None):
-            raise LirError("query expansion needs both its token and its id")
+        check_aggregations(self.aggregation, self.doc_aggregation)
+
+
+@dataclass
+class MultiVectorConfig(LateInteractionConfig):
+    """Late-interaction settings of a multi-vector model, its optional L2 normalization of the token vectors
+    and the expansion of either role with a token (Lightning IR's `[MASK]`) up to its full length."""
+
+    normalize: bool = False
+    query_expansion_token: str | None = None
+    query_expansion_id: int | None = None
+    attend_to_query_expansion: bool = True
+    doc_expansion_token: str | None = None
+    doc_expansion_id: int | None = None
+    attend_to_doc_expansion: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for role in ROLES:
+            token, token_id, _ = self.expansion(role)
+            if (token is None) != (token_id is None):
+                raise LirError(f"{role} expansion needs both its token and its id")
+
+    def expansion(self, role: str) -> tuple[str | None, int | None, bool]:
+        """The expansion token of `role`, its id and whether the other tokens attend to it."""
+        if check_role(role) == "query":
+            return self.query_expansion_token, self.query_expansion_id, self.attend_to_query_expansion
+        return self.doc_expansion_token, self.doc_expansion_id, self.attend_to_doc_expansion
 
     def rules(self, role: str) -> TextRules:
-        """How texts of `role` become token ids."""
-        if check_role(role) == "query":
-            return TextRules(
-                self.query_length,
-                marker=self.query_marker,
-                expansion_token=self.query_expansion_token,
-                attend_expansion=self.attend_to_query_expansion,
-            )
-        return TextRules(self.doc_length, marker=self.doc_marker)
+        """How texts of `role` become token ids, expanded when the role is."""
+        token, _, attend = self.expansion(role)
+        return replace(super().rules(role), expansion_token=token, attend_expansion=attend or token is None)
+
+
+def aggregate(scores: torch.Tensor, mask: torch.Tensor, how: str, dim: int) -> torch.Tensor:
+    """Lightning IR's aggregation of `scores` over `dim` where `mask` (broadcast) holds: max, sum or mean
+    (over at least one). An all-masked max gives -inf."""
+    if how == "max":
+        return scores.masked_fill(~mask, float("-inf")).amax(dim=dim)
+    total = scores.masked_fill(~mask, 0.0).sum(dim=dim)
+    if how == "mean":
+        total = total / mask.sum(dim=dim).clamp(min=1).to(total.dtype)
+    return total
 
 
 class MultiVectorModel(nn.Module):
@@ -114,8 +139,9 @@ class MultiVectorModel(nn.Module):
     def scoring_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, role: str) -> torch.Tensor:
         """Which tokens score: attended or expansion tokens, minus the role's unscored ids."""
         mask = attention_mask.bool()
-        if role == "query" and self.config.query_expansion_id is not None:
-            mask = mask | (input_ids == self.config.query_expansion_id)
+        _, expansion_id, _ = self.config.expansion(role)
+        if expansion_id is not None:
+            mask = mask | (input_ids == expansion_id)
         unscored = self.query_unscored if role == "query" else self.doc_unscored
         if unscored.numel():
             mask = mask & ~(input_ids.unsqueeze(-1) == unscored).any(-1)
@@ -124,18 +150,16 @@ class MultiVectorModel(nn.Module):
     def pair_scores(
         self, query: torch.Tensor, query_mask: torch.Tensor, doc: torch.Tensor, doc_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Late interaction of aligned pairs: [B, Lq, D], [B, Lq], [B, Ld, D], [B, Ld] → [B] scores."""
+        """Late interaction of aligned pairs: [B, Lq, D], [B, Lq], [B, Ld, D], [B, Ld] → [B] scores. A
+        document without scored tokens scores 0 per query token, a query without scored tokens 0."""
         if self.config.similarity == "cosine":
             query = nn.functional.normalize(query, p=2, dim=-1)
             doc = nn.functional.normalize(doc, p=2, dim=-1)
         sims = query @ doc.transpose(1, 2)  # [B, Lq, Ld]
-        sims = sims.masked_fill(~doc_mask.unsqueeze(1), float("-inf"))
-        best = sims.amax(dim=-1)
-        best = torch.where(torch.isinf(best), torch.zeros_like(best), best) * query_mask.to(best.dtype)
-        scores = best.sum(dim=-1)
-        if self.config.aggregation == "mean":
-            scores = scores / query_mask.sum(dim=-1).clamp(min=1).to(scores.dtype)
-        return scores
+        per_token = aggregate(sims, doc_mask.unsqueeze(1), self.config.doc_aggregation, -1)  # [B, Lq]
+        per_token = torch.where(torch.isinf(per_token), torch.zeros_like(per_token), per_token)
+        scores = aggregate(per_token, query_mask, self.config.aggregation, -1)
+        return torch.where(torch.isinf(scores), torch.zeros_like(scores), scores)
 
     def similarity(
         self, query: torch.Tensor, query_mask: torch.Tensor, docs: torch.Tensor, docs_mask: torch.Tensor
@@ -150,18 +174,20 @@ class MultiVectorModel(nn.Module):
     def lightning_ir_layout(self, tokenizer: Tokenizer) -> tuple[Settings, Tensors]:
         """Lightning IR's config keys and head tensors of this model (what `save_lightning_ir` writes)."""
         config = self.config
-        expansion = config.query_expansion_token
-        if expansion is not None and expansion != expansion_token(tokenizer, Path("the tokenizer")):
-            raise LirError(f"query expansion with {expansion!r}: Lightning IR expands with the mask token")
+        expanded = {}
+        for role in ROLES:
+            token, _, attend = config.expansion(role)
+            if token is not None and token != expansion_token(tokenizer, Path("the tokenizer")):
+                raise LirError(f"{role} expansion with {token!r}: Lightning IR expands with the mask token")
+            expanded |= {f"{role}_expansion": token is not None, f"attend_to_{role}_expanded_tokens": attend}
         projection, head = projection_layout(self.projection)
         settings = {
             "model_type": "col",
             **text_layout(config),
             "normalization_strategy": "l2" if config.normalize else None,
             "query_aggregation_function": config.aggregation,
-            "query_expansion": expansion is not None,
-            "attend_to_query_expanded_tokens": config.attend_to_query_expansion,
-            "doc_expansion": False,
+            "doc_aggregation_function": config.doc_aggregation,
+            **expanded,
             "query_mask_scoring_tokens": _mask_tokens(config.query_unscored_ids, tokenizer),
             "doc_mask_scoring_tokens": _mask_tokens(config.doc_unscored_ids, tokenizer),
             "projection": projection,
@@ -243,11 +269,6 @@ COLBERT_DEFAULTS: dict[str, Any] = {
 
 def load_lightning_ir_col(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
     """A Lightning IR `col` (or older multi-vector) checkpoint; unset fields take Lightning IR's defaults."""
-    if config.get("doc_expansion"):
-        raise LirError(f"{path}: doc_expansion (document [MASK] expansion) is not supported (query expansion only)")
-    doc_aggregation = config.get("doc_aggregation_function", "max")
-    if doc_aggregation != "max":
-        raise LirError(f"{path}: doc_aggregation_function {doc_aggregation!r} is not supported (max only)")
     normalization = config.get("normalization_strategy")
     if normalization not in (None, "l2"):
         raise LirError(f"{path}: normalization {normalization!r} is not supported (l2 or none)")
@@ -261,15 +282,21 @@ def load_lightning_ir_col(path: Path, config: dict[str, Any], spec: str) -> Load
     masks = {"query": config.get("query_mask_scoring_tokens"), "doc": config.get("doc_mask_scoring_tokens")}
     if (path / MASK_SIDE_FILE).is_file():
         masks |= read_json(path / MASK_SIDE_FILE)
-    expansion = expansion_token(tokenizer, path) if config.get("query_expansion") else None
+    expansions = {}
+    for role in ROLES:
+        token = expansion_token(tokenizer, path) if config.get(f"{role}_expansion") else None
+        expansions |= {
+            f"{role}_expansion_token": token,
+            f"{role}_expansion_id": tokenizer.token_to_id(token) if token else None,
+            f"attend_to_{role}_expansion": bool(config.get(f"attend_to_{role}_expanded_tokens", False)),
+        }
     with located(path):
         settings = MultiVectorConfig(
             normalize=normalization == "l2" or config.get("normalize") is True,
             aggregation=config.get("query_aggregation_function") or "sum",
+            doc_aggregation=config.get("doc_aggregation_function") or "max",
             **lightning_ir_text(config, fields),
-            query_expansion_token=expansion,
-            query_expansion_id=tokenizer.token_to_id(expansion) if expansion else None,
-            attend_to_query_expansion=bool(config.get("attend_to_query_expanded_tokens", False)),
+            **expansions,
             query_unscored_ids=unscored_ids(masks.get("query"), tokenizer),
             doc_unscored_ids=unscored_ids(masks.get("doc"), tokenizer),
         )
@@ -320,11 +347,11 @@ def load_colbert_ir(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEn
 
 
 def expansion_token(tokenizer: Tokenizer, where: Path) -> str:
-    """The tokenizer's mask token, which pads expanded queries."""
+    """The tokenizer's mask token, which pads expanded queries (and documents)."""
     for token in EXPANSION_TOKENS:
         if tokenizer.token_to_id(token) is not None:
             return token
-    raise LirError(f"{where}: query expansion needs a mask token ({' or '.join(EXPANSION_TOKENS)}) in the vocabulary")
+    raise LirError(f"{where}: expansion needs a mask token ({' or '.join(EXPANSION_TOKENS)}) in the vocabulary")
 
 
 def unscored_ids(tokens: str | list[str] | None, tokenizer: Tokenizer) -> list[int]:

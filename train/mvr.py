@@ -4,8 +4,9 @@ Documents get n viewer tokens `[VIE0]`…`[VIE{n-1}]` right after their first to
 [SEP]`; with markers `[CLS] [DOC] [VIE0..n-1] text [SEP]`), queries none. The query's vector is its first
 token's, the document's views are the vectors at positions 1..n (with markers: `[DOC]` and the first n-1
 viewer tokens, as Lightning IR 0.0.6 takes them); both projected and optionally L2-normalized. A query
-scores a document by its best view: MaxSim over one query vector, so the multi-vector graphs, MaxSim
-index and scorer serve MVR unchanged, through the scoring masks.
+scores a document by its best view (or, with doc aggregation sum / mean, the views' sum or mean): late
+interaction over one query vector, so the multi-vector graphs, index and scorer serve MVR unchanged,
+through the scoring masks.
 
 Lightning IR's layout: backbone weights without prefix, `projection.weight` [dim, H] (bias optional, or
 none: `projection` null), `num_viewer_tokens`; `embedding_dim` is never saved (the projection gives it).
@@ -58,7 +59,8 @@ class MvrConfig(MultiVectorConfig):
         super().__post_init__()
         if self.num_viewer_tokens < 1:
             raise LirError(f"num_viewer_tokens {self.num_viewer_tokens} must be at least 1")
-        if self.query_expansion_token is not None or self.query_unscored_ids or self.doc_unscored_ids:
+        expanded = self.query_expansion_token is not None or self.doc_expansion_token is not None
+        if expanded or self.query_unscored_ids or self.doc_unscored_ids:
             raise LirError("mvr scores fixed positions: it takes no query expansion or scoring-mask tokens")
         needed = 2 + len(self.rules("doc").markers)
         if self.doc_length < needed:
@@ -93,7 +95,7 @@ class MvrModel(MultiVectorModel):
             **text_layout(config),
             "num_viewer_tokens": config.num_viewer_tokens,
             "normalization_strategy": "l2" if config.normalize else None,
-            "doc_aggregation_function": "max",
+            "doc_aggregation_function": config.doc_aggregation,
             "projection": projection,
             "embedding_dim": self.embedding_dim,
         }
@@ -101,7 +103,8 @@ class MvrModel(MultiVectorModel):
 
 
 def load_lightning_ir_mvr(path: Path, config: dict[str, Any], spec: str) -> LoadedBiEncoder:
-    """A Lightning IR `mvr` checkpoint; unset fields take Lightning IR's defaults (8 views, linear, dot, max)."""
+    """A Lightning IR `mvr` checkpoint; unset fields take Lightning IR's defaults (8 views, linear, dot, the
+    best view: doc aggregation max; sum and mean score the views' sum or mean)."""
     views = _checked_views(path, config)
     fields = {k: v for k, v in config.items() if k not in LIR_CONFIG_KEYS | MVR_KEYS}
     backbone_type = config["backbone_model_type"]
@@ -113,6 +116,7 @@ def load_lightning_ir_mvr(path: Path, config: dict[str, Any], spec: str) -> Load
         settings = MvrConfig(
             normalize=config.get("normalization_strategy") == "l2",
             aggregation="sum",
+            doc_aggregation=config.get("doc_aggregation_function") or "max",
             **lightning_ir_text(config, fields),
             num_viewer_tokens=views,
         )
@@ -130,9 +134,6 @@ def _checked_views(path: Path, config: dict[str, Any]) -> int:
     views = config.get("num_viewer_tokens", 8)
     if not isinstance(views, int) or isinstance(views, bool):
         raise LirError(f"{path}: num_viewer_tokens {views!r} is not supported (a positive number of views)")
-    doc_aggregation = config.get("doc_aggregation_function", "max")
-    if doc_aggregation != "max":
-        raise LirError(f"{path}: doc_aggregation_function {doc_aggregation!r} is not supported (max only)")
     normalization = config.get("normalization_strategy")
     if normalization not in (None, "l2"):
         raise LirError(f"{path}: normalization {normalization!r} is not supported (l2 or none)")

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
 
 from lir.errors import LirError
-from lir.train.checkpoint_io import MARKERS
+from lir.train.checkpoint_io import MARKERS, TextConfig
 
 TOKENIZER_CLASSES = {
     "lir-dpr": "BiEncoderTokenizer",
@@ -92,9 +92,9 @@ def markers_layout(query: str | None, doc: str | None) -> bool:
     return True
 
 
-def text_layout(config: Any) -> Settings:
-    """The text settings Lightning IR bi-encoder configs share (the inverse of `checkpoint_io.lightning_ir_text`):
-    lengths, [QUE]/[DOC] markers and similarity."""
+def text_layout(config: TextConfig) -> Settings:
+    """The text settings Lightning IR bi-encoder configs share, from a `checkpoint_io.TextConfig` (the inverse of
+    `checkpoint_io.lightning_ir_text`): lengths, [QUE]/[DOC] markers and similarity."""
     return {
         "similarity_function": config.similarity,
         "query_length": config.query_length,

@@ -8,7 +8,7 @@ Transformer → Pooling → Dense → Normalize, plain Hugging Face encoders) an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,12 @@ from transformers import PreTrainedModel
 
 from lir.errors import LirError
 from lir.files import read_json
-from lir.manifest import TextRules, check_role
+from lir.manifest import TextRules
 from lir.train.checkpoint_io import (
     LIR_CONFIG_KEYS,
     MARKERS,
     LoadedBiEncoder,
+    TextConfig,
     build_backbone,
     capped_length,
     lightning_ir_pooling,
@@ -42,18 +43,14 @@ ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh}
 
 
 @dataclass
-class SingleVectorConfig:
-    """What turns backbone states into a single embedding, and how two embeddings are compared."""
+class SingleVectorConfig(TextConfig):
+    """What turns backbone states into a single embedding, and how two embeddings are compared; texts may take
+    a prefix (sentence-transformers' prompts)."""
 
     pooling: str = "first"
-    similarity: str = "dot"
     normalize: bool = False
-    query_length: int = 32
-    doc_length: int = 512
     query_prefix: str = ""
     doc_prefix: str = ""
-    query_marker: str | None = None
-    doc_marker: str | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -62,10 +59,8 @@ class SingleVectorConfig:
             raise LirError(f"unknown similarity {self.similarity!r} (known: {', '.join(SIMILARITIES)})")
 
     def rules(self, role: str) -> TextRules:
-        """How texts of `role` become token ids."""
-        if check_role(role) == "query":
-            return TextRules(self.query_length, self.query_prefix, self.query_marker)
-        return TextRules(self.doc_length, self.doc_prefix, self.doc_marker)
+        """How texts of `role` become token ids: the shared rules with the role's prefix."""
+        return replace(super().rules(role), prefix=self.query_prefix if role == "query" else self.doc_prefix)
 
 
 class BiEncoderModel(nn.Module):

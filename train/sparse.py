@@ -35,6 +35,7 @@ from lir.train.checkpoint_io import (
     LIR_CONFIG_KEYS,
     MARKERS,
     LoadedBiEncoder,
+    TextConfig,
     build_backbone,
     capped_length,
     lightning_ir_pooling,
@@ -61,14 +62,9 @@ WEIGHTINGS = ("contextualized", "static", None)
 
 
 @dataclass
-class SparseConfig:
-    """Text rules of a sparse model (its similarity is always the dot product)."""
+class SparseConfig(TextConfig):
+    """Text rules and term weighting of a sparse model (its similarity is always the dot product)."""
 
-    query_length: int = 32
-    doc_length: int = 512
-    query_marker: str | None = None
-    doc_marker: str | None = None
-    similarity: str = "dot"
     sparsification: str = "relu_log"
     pooling: str = "max"
     query_weighting: str | None = "contextualized"
@@ -102,15 +98,10 @@ class SparseConfig:
         return self.weighting(role) == "contextualized"
 
     def rules(self, role: str) -> TextRules:
-        """How texts of `role` become token ids: without special tokens where no model runs (Lightning IR)."""
-        length, marker = (
-            (self.query_length, self.query_marker)
-            if check_role(role) == "query"
-            else (self.doc_length, self.doc_marker)
-        )
-        if not self.needs_model(role):
-            return TextRules(length, special_tokens=False)
-        return TextRules(length, marker=marker)
+        """How texts of `role` become token ids: without special tokens (nor markers) where no model runs, as
+        Lightning IR tokenizes them."""
+        rules = super().rules(role)
+        return rules if self.needs_model(role) else TextRules(rules.max_length, special_tokens=False)
 
 
 class MlmHead(nn.Module):

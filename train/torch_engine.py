@@ -70,7 +70,7 @@ class TorchEngine(Engine):
             family=family,
             embedding_dim=None if cross else self.model.embedding_dim,
             aggregation=config.aggregation if family in ("multi-vector", "coil") else None,
-            doc_aggregation=config.doc_aggregation if family == "coil" else None,
+            doc_aggregation=config.doc_aggregation if family in ("multi-vector", "coil") else None,
             listwise=cross and config.listwise,
         )
         if cross:

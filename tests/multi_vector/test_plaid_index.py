@@ -84,6 +84,40 @@ def test_mean_aggregation_and_no_pruning_equal_exact_ranking(colbert):
     assert np.median(errors) < 0.01
 
 
+def test_kept_vectors_rescore_exactly(tmp_path, colbert):
+    """vectors=fp16: the survivors are scored by exact MaxSim on float16 vectors (as `exact,fp16` scores them),
+    on held-out queries; the vectors are memory-mapped and checksummed like every array."""
+    docs, queries, ids = colbert
+    more = clustered(1500, 40, DIM, 80)[1]  # the same documents; queries 40-79 are used by no other test
+    held_out = MultiVectors(more.vectors[more.offsets[40] :], more.offsets[40:] - more.offsets[40])
+    exact_scores_, truth = MultiVectorIndex.build(docs, ids, "exact,fp16").search(held_out, k=10)
+    index = PlaidIndex.build(docs, ids, "plaid,centroids=256,vectors=fp16")
+    assert index.info["vectors"] == "fp16" and index.search_parameters["rescore"] == "exact"
+    assert index.info["size_bytes"] > index.info["fp16_bytes"]
+    index.set_search_parameters("ncells=8,ndocs=1024")
+    scores, found = index.search(held_out, k=10)
+    assert recall(found, truth) >= 0.98
+    fp16 = MultiVectors(docs.vectors.astype(np.float16).astype(np.float32), docs.offsets)
+    errors = relative_errors(scores, exact_scores(held_out, fp16, ids, found))
+    assert errors.max() < 1e-5
+    index.set_search_parameters("rescore=decompressed")
+    assert index.search(held_out, k=10)[1] != found  # 2-bit scores reorder some near ties
+    index.save(tmp_path / "plaid")
+    loaded = PlaidIndex.load(tmp_path / "plaid")
+    assert isinstance(loaded.vectors, np.memmap) and loaded.search_parameters["rescore"] == "exact"
+    loaded.set_search_parameters("ncells=8,ndocs=1024")
+    np.testing.assert_array_equal(loaded.search(held_out, k=10)[0], scores)
+    with open(tmp_path / "plaid/vectors.npy", "r+b") as handle:
+        handle.seek(-1, 2)
+        byte = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(LirError, match=r"vectors.npy does not match its checksum: the index is corrupted$"):
+        PlaidIndex.load(tmp_path / "plaid")
+    with pytest.raises(LirError, match="overflow float16"):
+        PlaidIndex.build(MultiVectors(docs.vectors * 1e6, docs.offsets), ids, "plaid,centroids=16,vectors=fp16")
+
+
 def test_empty_documents_and_queries_score_zero():
     docs, queries = clustered(60, 8, 16, 2, seed=3)  # documents d0-d2 have no tokens
     docs = MultiVectors(np.abs(docs.vectors), docs.offsets)  # a query of negative values scores below 0
@@ -126,7 +160,8 @@ def test_round_trip_and_corruption(tmp_path, colbert, plaid):
     np.testing.assert_array_equal(after[0], before[0])
     assert after[1] == before[1]
     plaid.set_search_parameters("ncells=4,ndocs=256,centroid_score_threshold=auto")
-    assert plaid.search_parameters == {"ncells": 4, "ndocs": 256, "centroid_score_threshold": None}
+    expected = {"ncells": 4, "ndocs": 256, "centroid_score_threshold": None, "rescore": "decompressed"}
+    assert plaid.search_parameters == expected
     with pytest.raises(LirError, match="already exists"):
         plaid.save(tmp_path / "plaid")
     with open(tmp_path / "plaid/residuals.npy", "r+b") as handle:
@@ -145,7 +180,8 @@ def test_round_trip_and_corruption(tmp_path, colbert, plaid):
     [
         ("hnsw", r"^'hnsw' is not a PLAID index spec"),
         ("plaid,nbits=3", r"^'plaid,nbits=3': nbits must be 2 or 4, not '3'$"),
-        ("plaid,bits=2", r"^'plaid,bits=2': unknown PLAID option 'bits' \(nbits, centroids\)$"),
+        ("plaid,bits=2", r"^'plaid,bits=2': unknown PLAID option 'bits' \(nbits, centroids, vectors\)$"),
+        ("plaid,vectors=fp32", r"^'plaid,vectors=fp32': vectors must be fp16 or none, not 'fp32'$"),
         ("plaid,centroids=0", "centroids must be a positive integer"),
         ("plaid,nbits", r"^'plaid,nbits' is not a PLAID index spec \('nbits' is not a search parameter"),
     ],
@@ -164,6 +200,10 @@ def test_bad_search_parameters_and_input(colbert, plaid):
         plaid.set_search_parameters("ndocs=0")
     with pytest.raises(LirError, match="centroid_score_threshold must be a number or auto, not 'high'"):
         plaid.set_search_parameters("centroid_score_threshold=high")
+    with pytest.raises(LirError, match=r"^rescore=exact needs the token vectors: build the index with vectors=fp16$"):
+        plaid.set_search_parameters("rescore=exact")
+    with pytest.raises(LirError, match="rescore must be exact or decompressed, not 'fp16'"):
+        plaid.set_search_parameters("rescore=fp16")
     assert plaid.search_parameters["ndocs"] == 256
     with pytest.raises(LirError, match="1499 doc ids for 1500 documents"):
         PlaidIndex.build(docs, ids[:-1])

@@ -39,11 +39,11 @@ CASES = {
     "mvr-cosine": ({"similarity_function": "cosine"}, None),
     "mvr-query-max-moot": ({"query_aggregation_function": "max"}, None),  # one query vector: nothing to aggregate
     "mvr-sparsification-ignored": ({"sparsification_strategy": "relu"}, None),  # MvrModel.encode never applies it
-    "mvr-doc-sum": ({"doc_aggregation_function": "sum"}, "doc_aggregation_function 'sum'"),
-    "mvr-doc-mean": ({"doc_aggregation_function": "mean"}, "doc_aggregation_function 'mean'"),
+    "mvr-doc-sum": ({"doc_aggregation_function": "sum"}, None),
+    "mvr-doc-mean": ({"doc_aggregation_function": "mean", "num_viewer_tokens": 3}, None),
     "mvr-l2-distance": ({"similarity_function": "l2"}, "similarity"),
 }
-EXPORTED = {"mvr-default"}
+EXPORTED = {"mvr-default", "mvr-doc-mean"}
 LONG_DOC = "plants " * 40
 
 

@@ -1,4 +1,5 @@
-"""lir-export for multi-vector (ColBERT) and sparse (SPLADE) models: graphs, parity, manifest, Triton configs."""
+"""lir-export for multi-vector models (Lightning IR col, colbert-ir ColBERT): graphs, parity, manifest, Triton
+configs (those of the SPLADE export beside them too)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,24 @@ import dataclasses
 import os
 from pathlib import Path
 
-import click
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from lir.errors import LirError
-from lir.export.bundle import export_model, family_export, verify
-from lir.export.cli import lir_export
+from lir.export.bundle import export_model, verify
 from lir.export.graphs import trace
-from lir.export.limits import FP32_TOLERANCE, MIN_TERM_COSINE, MIN_TOKEN_COSINE, ParityError
+from lir.export.limits import FP32_TOLERANCE, MIN_TOKEN_COSINE, ParityError
 from lir.export.multi_vector import MultiVectorExport, ScorerGraph
 from lir.export.parity import Reference, find_probe_data, load_probes
-from lir.export.sparse import SparseExport
 from lir.manifest import Manifest, load_manifest
 from lir.tokenization import TextEncoder
 from lir.train import BiEncoderModule
 from lir.train.checkpoints import load_bi_encoder
 from lir.train.multi_vector import MultiVectorModel
-from lir.vectors import MultiVectors, SparseVectors, maxsim
+from lir.vectors import MultiVectors, maxsim
 from tests import builders
-
-TEXTS = [
-    "What causes fever in children?",
-    "Aspirin reduces the risk of heart attack, stroke and death in patients with cardiovascular disease. " * 6,
-    "Short.",
-    "Vitamin D; deficiency (and infection): a meta-analysis!",
-]
+from tests.exported import TEXTS, run_encoder, sessions
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +45,6 @@ def col_export(tmp_path_factory, col_dir, scifact) -> Path:
 def exports(col_export, late_repository) -> dict[str, Path]:
     """Lightning IR ColBERT, colbert-ir ColBERT (cosine, markers, unattended [MASK]) and SPLADE exports."""
     return {"col": col_export, "colbert": late_repository / "colbert", "splade": late_repository / "splade"}
-
-
-def _sessions(directory: Path, manifest: Manifest, variant: str = "fp32") -> dict[str, ort.InferenceSession]:
-    found = {}
-    for name, graph in manifest.graphs.items():
-        path = directory / graph.variants[variant].file if variant in graph.variants else None
-        if path:
-            found[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return found
-
-
-def _run(directory: Path, manifest: Manifest, role: str, texts: list[str]) -> list[np.ndarray]:
-    """The role's encoder graph on texts tokenized as a consumer does (the manifest's rules)."""
-    encoder = TextEncoder.from_manifest(directory, manifest, role)
-    input_ids, attention_mask = encoder.batch(encoder.encode(texts))
-    session = _sessions(directory, manifest)[manifest.encoders[role]]
-    return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
 
 
 def test_multi_vector_manifests(exports, col_dir):
@@ -126,7 +100,7 @@ def test_multi_vector_graphs_equal_pytorch(exports, request, tmp_path, name, che
     module = BiEncoderModule(str(source))
     masks = {}
     for role in ("query", "doc"):
-        vectors, masks[role] = _run(exports[name], manifest, role, TEXTS)
+        vectors, masks[role] = run_encoder(exports[name], manifest, role, TEXTS)
         expected = module.encode(TEXTS, role)
         got = MultiVectors.from_list([v[m] for v, m in zip(vectors, masks[role], strict=True)], 16)
         np.testing.assert_array_equal(got.offsets, expected.offsets)
@@ -145,11 +119,11 @@ def test_multi_vector_graphs_equal_pytorch(exports, request, tmp_path, name, che
 def test_scorer_equals_pair_scores_and_maxsim(exports, col_dir):
     manifest = load_manifest(exports["col"])
     module = BiEncoderModule(str(col_dir))
-    sessions = _sessions(exports["col"], manifest)
+    graphs = sessions(exports["col"], manifest)
     queries, docs = TEXTS[:2] * 2, TEXTS
-    q_vectors, q_mask = _run(exports["col"], manifest, "query", queries)
-    d_vectors, d_mask = _run(exports["col"], manifest, "doc", docs)
-    scores = sessions["scorer"].run(
+    q_vectors, q_mask = run_encoder(exports["col"], manifest, "query", queries)
+    d_vectors, d_mask = run_encoder(exports["col"], manifest, "doc", docs)
+    scores = graphs["scorer"].run(
         None,
         {"query_embeddings": q_vectors, "query_mask": q_mask, "doc_embeddings": d_vectors, "doc_mask": d_mask},
     )[0]
@@ -160,62 +134,6 @@ def test_scorer_equals_pair_scores_and_maxsim(exports, col_dir):
     for i in range(len(queries)):
         by_maxsim = maxsim(q_vectors[i][q_mask[i]], packed, manifest.aggregation)[i]
         assert by_maxsim == pytest.approx(scores[i], rel=1e-5, abs=1e-5)
-
-
-def test_sparse_manifest(exports):
-    manifest = load_manifest(exports["splade"])
-    assert (manifest.family, manifest.similarity, manifest.normalized) == ("sparse", "dot", False)
-    assert (manifest.embedding_dim, manifest.top_k, manifest.aggregation, manifest.scorer) == (30522, 1024, None, None)
-    assert manifest.encoders == {"query": "encoder", "doc": "encoder"} and set(manifest.graphs) == {"encoder"}
-    graph = manifest.graphs["encoder"]
-    assert [(t.name, t.dtype, t.shape) for t in graph.outputs] == [
-        ("term_ids", "int64", ["batch", 1024]),
-        ("weights", "float32", ["batch", 1024]),
-    ]
-    assert set(graph.variants) == {"fp32", "int8"}
-    assert graph.variants["fp32"].max_abs_diff <= FP32_TOLERANCE
-    assert graph.variants["int8"].agreement >= MIN_TERM_COSINE["int8"]
-    assert graph.variants["int8"].effectiveness["measure"] == "nDCG@10"
-    # the tiny random head activates about half the vocabulary: every probe text is truncated
-    assert manifest.provenance["top_k_truncated"] == manifest.provenance["probe_texts"] == {"query": 64, "doc": 64}
-
-
-def test_sparse_graph_equals_pytorch(exports, tmp_path):
-    manifest = load_manifest(exports["splade"])
-    module = BiEncoderModule(str(builders.lightning_ir_splade_dir(tmp_path / "splade")))
-    for role in ("query", "doc"):
-        term_ids, weights = _run(exports["splade"], manifest, role, TEXTS)
-        assert term_ids.dtype == np.int64 and weights.shape == (len(TEXTS), 1024)
-        assert (np.diff(weights, axis=1) <= 0).all(), "the heaviest terms first"
-        dense = module.encode(TEXTS, role).to_dense()
-        for row, ids, values in zip(dense, term_ids, weights, strict=True):
-            np.testing.assert_allclose(values, row[ids], atol=1e-5)  # the weights of the terms returned
-            unreturned = np.delete(row, ids)
-            assert unreturned.max() <= values.min() + 1e-5  # and no heavier term left out
-        packed = SparseVectors.from_topk(term_ids, weights, manifest.embedding_dim)
-        assert (packed.lengths == 1024).all() and (packed.weights > 0).all()
-
-
-def test_sparse_top_k(tmp_path):
-    module = BiEncoderModule(str(builders.lightning_ir_splade_dir(tmp_path / "ckpt")))
-    family = SparseExport(module, top_k=8)
-    assert family.manifest_fields()["top_k"] == 8 and family_export(module, top_k=10**6).top_k == 30522
-    plan = family.plans()[0]
-    assert [t.shape for t in plan.outputs] == [["batch", 8], ["batch", 8]]
-    trace(plan, tmp_path / "encoder.onnx")
-    encoder = module.encoders["doc"]
-    input_ids, attention_mask = encoder.batch(encoder.encode(TEXTS))
-    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    term_ids, weights = session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
-    expected = module.forward_batch(input_ids, attention_mask, "doc")[0].topk(8)
-    np.testing.assert_array_equal(term_ids, expected.indices.numpy())
-    np.testing.assert_allclose(weights, expected.values.numpy(), atol=1e-5)
-    rows = {"doc": family.expected_rows(input_ids, attention_mask, "doc", [0] * len(TEXTS))}
-    assert family.warnings(rows)[0].startswith("4 of 4 probe texts have more than 8 nonzero terms")
-    assert lir_export.make_context("lir-export", ["--model", "m", "--top-k", "8"]).params["top_k"] == 8
-    assert "--top-k" in lir_export.get_help(lir_export.make_context("lir-export", ["--model", "m"]))
-    with pytest.raises(click.BadParameter):
-        lir_export.make_context("lir-export", ["--model", "m", "--top-k", "0"])
 
 
 def test_parity_failure_leaves_nothing(col_dir, tmp_path, scifact):

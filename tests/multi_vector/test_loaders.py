@@ -1,8 +1,8 @@
-"""Multi-vector (ColBERT) and sparse (SPLADE) checkpoint loaders, against hand-written references.
+"""Multi-vector (ColBERT) checkpoint loaders (Lightning IR col, colbert-ir), against hand-written references.
 
 The references follow the file-level facts of `../shared/reference/checkpoint-formats.md` with plain
-transformers and torch: transformers' BertTokenizerFast, BertModel / BertForMaskedLM, the projection and
-the late interaction or max pooling written out; nothing of lir is used to compute them.
+transformers and torch: transformers' BertTokenizerFast, BertModel, the projection and the late interaction
+written out; nothing of lir is used to compute them.
 """
 
 from __future__ import annotations
@@ -15,25 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
+from safetensors.torch import load_file
+from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from lir.errors import LirError
 from lir.train import BiEncoderModule, load_bi_encoder
 from tests import builders
-
-QUERY = "What is the capital of Germany?"
-DOCS = ["Berlin is the capital of Germany; it has 3.7 million inhabitants!", "Paris.", "Berlin (Germany). " * 30]
-
+from tests.loader_checks import DOCS, QUERY, bert_tokenizer, one_line_error, variant
 
 # --- references -------------------------------------------------------------------------------------
-
-
-def _tokenizer(path: Path, markers: bool = False) -> BertTokenizerFast:
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
-    if markers:
-        tokenizer.add_tokens(["[QUE]", "[DOC]"], special_tokens=True)
-    return tokenizer
 
 
 def _punctuation(tokenizer: BertTokenizerFast) -> set[int]:
@@ -62,7 +51,7 @@ def _lightning_ir_col_reference(path: Path, markers: bool = False) -> dict:
     length; doc punctuation unscored; projection without bias, no normalization, mean of maxima."""
     config = json.loads((path / "config.json").read_text())
     q_len, d_len = config["query_length"], config["doc_length"]
-    tokenizer = _tokenizer(path, markers)
+    tokenizer = bert_tokenizer(path, markers)
     cls, sep, mask = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
     que, doc_marker = tokenizer.convert_tokens_to_ids(["[QUE]", "[DOC]"]) if markers else (None, None)
 
@@ -93,7 +82,7 @@ def _lightning_ir_col_reference(path: Path, markers: bool = False) -> dict:
 def _colbert_ir_reference(path: Path) -> dict:
     """ColBERT's own code path (QueryTokenizer, DocTokenizer, ColBERT.query/doc, colbert_score)."""
     meta = json.loads((path / "artifact.metadata").read_text())
-    tokenizer = _tokenizer(path)
+    tokenizer = bert_tokenizer(path)
     q_marker, d_marker = tokenizer.convert_tokens_to_ids([meta["query_token_id"], meta["doc_token_id"]])
     q = tokenizer(
         [". " + QUERY], padding="max_length", truncation=True, max_length=meta["query_maxlen"], return_tensors="pt"
@@ -128,49 +117,6 @@ def _colbert_ir_reference(path: Path) -> dict:
     }
 
 
-def _masked_lm(path: Path, renames: dict[str, str]) -> BertForMaskedLM:
-    """BertForMaskedLM holding a checkpoint's weights, its head tensors renamed to Hugging Face's names."""
-    weights = load_file(str(path / "model.safetensors"))
-    state = {}
-    for key, value in weights.items():
-        for old, new in renames.items():
-            key = key.replace(old, new)
-        state[key if key.startswith(("bert.", "cls.")) else f"bert.{key}"] = value
-    model = BertForMaskedLM(BertConfig.from_pretrained(path)).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert set(missing) <= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"} and not unexpected
-    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight  # tied
-    return model
-
-
-LIGHTNING_IR_HEAD = {
-    "projection.dense": "cls.predictions.transform.dense",
-    "projection.norm": "cls.predictions.transform.LayerNorm",
-    "projection.LayerNorm": "cls.predictions.transform.LayerNorm",
-    "projection.decoder.bias": "cls.predictions.bias",
-    "projection.bias": "cls.predictions.bias",
-}
-
-
-def _splade_reference(model: BertForMaskedLM, path: Path, texts: list[str], length: int) -> torch.Tensor:
-    """SPLADE: MLM logits → log(1 + ReLU) → max over all tokens ([CLS]/[SEP] included)."""
-    tokenizer = _tokenizer(path)
-    rows = []
-    with torch.no_grad():
-        for text in texts:
-            ids = tokenizer(text, truncation=True, max_length=length, return_tensors="pt")["input_ids"]
-            rows.append(torch.log1p(torch.relu(model(input_ids=ids).logits[0])).max(dim=0).values)
-    return torch.stack(rows)
-
-
-def _dense(sparse) -> np.ndarray:
-    out = np.zeros((len(sparse.offsets) - 1, sparse.dim), np.float32)
-    for row in range(len(out)):
-        start, end = sparse.offsets[row], sparse.offsets[row + 1]
-        out[row, sparse.term_ids[start:end]] = sparse.weights[start:end]
-    return out
-
-
 # --- fixtures ---------------------------------------------------------------------------------------
 
 
@@ -182,34 +128,6 @@ def col_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def colbert_dir(tmp_path_factory) -> Path:
     return builders.colbert_ir_dir(tmp_path_factory.mktemp("late") / "colbert-ir")
-
-
-@pytest.fixture(scope="module")
-def splade_dir(tmp_path_factory) -> Path:
-    return builders.lightning_ir_splade_dir(tmp_path_factory.mktemp("late") / "splade")
-
-
-def _variant(source: Path, target: Path, config: dict | None = None, weights: dict | None = None) -> Path:
-    """A copy of `source` with config fields replaced and tensors replaced (None: removed)."""
-    shutil.copytree(source, target)
-    if config:
-        data = json.loads((target / "config.json").read_text())
-        (target / "config.json").write_text(json.dumps(data | config))
-    if weights:
-        tensors = load_file(str(target / "model.safetensors"))
-        for name, value in weights.items():
-            if value is None:
-                del tensors[name]
-            else:
-                tensors[name] = value
-        save_file(tensors, str(target / "model.safetensors"))
-    return target
-
-
-def _one_line_error(path: Path, match: str) -> None:
-    with pytest.raises(LirError, match=match) as caught:
-        load_bi_encoder(str(path))
-    assert "\n" not in str(caught.value)
 
 
 # --- Lightning IR col -------------------------------------------------------------------------------
@@ -242,7 +160,7 @@ def test_lightning_ir_col_matches_webis_colbert_semantics(col_dir):
     assert scored[2] == 48 - sum(t in (1006, 1007, 1012) for t in long_doc) < 48
     # expansion: [MASK] up to 16 tokens, attended and scored; a long query has none
     ids, attention = module.encoders["query"].batch(module.tokenize([QUERY], "query"))
-    assert ids[0].tolist().count(103) == 16 - len(_tokenizer(col_dir)(QUERY)["input_ids"]) and attention.all()
+    assert ids[0].tolist().count(103) == 16 - len(bert_tokenizer(col_dir)(QUERY)["input_ids"]) and attention.all()
     assert module.encode([QUERY], "query").lengths.tolist() == [16]
     long_query = module.tokenize(["word " * 100], "query")[0]
     assert len(long_query) == 16 and long_query[-1] == 102 and 103 not in long_query
@@ -259,7 +177,7 @@ def test_lightning_ir_col_old_keys_side_file_and_markers(tmp_path):
 
 
 def test_lightning_ir_col_settings_from_the_config(tmp_path, col_dir):
-    path = _variant(
+    path = variant(
         col_dir,
         tmp_path / "variant",
         config={
@@ -281,7 +199,7 @@ def test_lightning_ir_col_settings_from_the_config(tmp_path, col_dir):
 
 
 def test_old_bi_encoder_without_pooling_is_multi_vector(tmp_path, col_dir):
-    path = _variant(col_dir, tmp_path / "old", config={"model_type": "bi-encoder", "pooling_strategy": None})
+    path = variant(col_dir, tmp_path / "old", config={"model_type": "bi-encoder", "pooling_strategy": None})
     assert load_bi_encoder(str(path)).model.family == "multi-vector"
 
 
@@ -319,81 +237,33 @@ def test_colbert_ir_defaults_without_metadata(tmp_path, colbert_dir):
 
 
 def test_colbert_ir_refusals(tmp_path, colbert_dir):
-    path = _variant(colbert_dir, tmp_path / "no-linear", weights={"linear.weight": None})
-    _one_line_error(path, "lack linear.weight")
+    path = variant(colbert_dir, tmp_path / "no-linear", weights={"linear.weight": None})
+    one_line_error(path, "lack linear.weight")
     path = tmp_path / "l2"
     shutil.copytree(colbert_dir, path)
     meta = json.loads((path / "artifact.metadata").read_text())
     (path / "artifact.metadata").write_text(json.dumps(meta | {"similarity": "l2"}))
-    _one_line_error(path, "similarity 'l2' is not supported")
+    one_line_error(path, "similarity 'l2' is not supported")
     (path / "artifact.metadata").write_text(json.dumps(meta | {"dim": 128}))
-    _one_line_error(path, "dim 128")
-
-
-# --- SPLADE -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("layout", ["current", "layernorm", "maskedlm"])
-def test_lightning_ir_splade_layouts_match_masked_lm(tmp_path, layout):
-    path = builders.lightning_ir_splade_dir(tmp_path / layout, layout)
-    module = BiEncoderModule(str(path))
-    assert module.family == "sparse" and module.model.embedding_dim == 30522
-    assert (module.model.config.query_length, module.model.config.doc_length) == (16, 48)
-    model = _masked_lm(path, LIGHTNING_IR_HEAD)
-    docs = _splade_reference(model, path, DOCS, 48)
-    np.testing.assert_allclose(_dense(module.encode(DOCS, "doc")), docs.numpy(), atol=1e-5)
-    query = _splade_reference(model, path, [QUERY], 16)
-    np.testing.assert_allclose(_dense(module.encode([QUERY], "query")), query.numpy(), atol=1e-5)
-    np.testing.assert_allclose(module.score(QUERY, DOCS).scores.numpy(), (query @ docs.T)[0].numpy(), rtol=1e-5)
-    assert len(module.tokenize(DOCS, "doc")[2]) == 48
-
-
-def test_naver_splade_matches_transformers(tmp_path):
-    path = builders.naver_splade_dir(tmp_path / "naver")
-    module = BiEncoderModule(str(path))
-    assert module.family == "sparse" and module.loaded.source_format == "huggingface"
-    assert (module.model.config.query_length, module.model.config.doc_length) == (32, 512)
-    model = BertForMaskedLM.from_pretrained(path).eval()
-    docs = _splade_reference(model, path, DOCS, 512)
-    np.testing.assert_allclose(_dense(module.encode(DOCS, "doc")), docs.numpy(), atol=1e-5)
-    query = _splade_reference(model, path, [QUERY], 32)
-    np.testing.assert_allclose(module.score(QUERY, DOCS).scores.numpy(), (query @ docs.T)[0].numpy(), rtol=1e-5)
-
-
-def test_splade_refusals(tmp_path, splade_dir):
-    _one_line_error(_variant(splade_dir, tmp_path / "a", weights={"projection.norm.weight": None}), "lack an MLM head")
-    _one_line_error(
-        _variant(splade_dir, tmp_path / "b", weights={"projection.decoder.bias": None}), "lack projection.decoder.bias"
-    )
-    _one_line_error(
-        _variant(splade_dir, tmp_path / "c", weights={"extra.weight": torch.zeros(2)}), "belong to nothing lir knows"
-    )
-    _one_line_error(_variant(splade_dir, tmp_path / "d", config={"pooling_strategy": "cls"}), "pooling 'cls'")
-    _one_line_error(_variant(splade_dir, tmp_path / "e", config={"sparsification_strategy": "softplus"}), "'softplus'")
-    static = {"query_weighting": "static", "query_expansion": False}  # without its table
-    _one_line_error(_variant(splade_dir, tmp_path / "g", config=static), "lack query_weights.weight")
-    _one_line_error(_variant(splade_dir, tmp_path / "h", config={"query_weighting": "idf"}), "'idf'")
-    untied = torch.randn(30522, 32)
-    path = _variant(splade_dir, tmp_path / "f", weights={"projection.decoder.weight": untied})
-    _one_line_error(path, "differs from the word embeddings")
+    one_line_error(path, "dim 128")
 
 
 def test_col_refusals(tmp_path, col_dir):
-    _one_line_error(_variant(col_dir, tmp_path / "a", weights={"projection.weight": None}), "lack projection.weight")
-    _one_line_error(
-        _variant(col_dir, tmp_path / "b", weights={"extra.weight": torch.zeros(2)}), "belong to nothing lir knows"
+    one_line_error(variant(col_dir, tmp_path / "a", weights={"projection.weight": None}), "lack projection.weight")
+    one_line_error(
+        variant(col_dir, tmp_path / "b", weights={"extra.weight": torch.zeros(2)}), "belong to nothing lir knows"
     )
-    _one_line_error(
-        _variant(col_dir, tmp_path / "c", config={"query_aggregation_function": "harmonic_mean"}),
+    one_line_error(
+        variant(col_dir, tmp_path / "c", config={"query_aggregation_function": "harmonic_mean"}),
         "unknown aggregation 'harmonic_mean'",
     )
-    _one_line_error(_variant(col_dir, tmp_path / "d", config={"embedding_dim": 128}), "embedding_dim 128")
-    _one_line_error(_variant(col_dir, tmp_path / "e", config={"doc_expansion": True}), "document \\[MASK\\] expansion")
-    _one_line_error(
-        _variant(col_dir, tmp_path / "f", config={"doc_mask_scoring_tokens": ["zzyzx"]}), "not a single token"
+    one_line_error(variant(col_dir, tmp_path / "d", config={"embedding_dim": 128}), "embedding_dim 128")
+    one_line_error(variant(col_dir, tmp_path / "e", config={"similarity_function": "l2"}), "similarity 'l2'")
+    one_line_error(
+        variant(col_dir, tmp_path / "f", config={"doc_mask_scoring_tokens": ["zzyzx"]}), "not a single token"
     )
-    _one_line_error(_variant(col_dir, tmp_path / "g", config={"model_type": "mono"}), "is a cross-encoder")
-    _one_line_error(_variant(col_dir, tmp_path / "h", config={"model_type": "coil"}), "query_expansion .* COIL")
+    one_line_error(variant(col_dir, tmp_path / "g", config={"model_type": "mono"}), "is a cross-encoder")
+    one_line_error(variant(col_dir, tmp_path / "h", config={"model_type": "coil"}), "query_expansion .* COIL")
 
 
 # --- the real MiniLM backbone -----------------------------------------------------------------------
@@ -412,15 +282,3 @@ def test_minilm_colbert_matches_reference(tmp_path):
         expected = minilm(input_ids=ids).last_hidden_state[0] @ projection.T
     np.testing.assert_allclose(reference["query"].numpy(), expected.numpy(), atol=1e-5)
     _check_multi_vector(module, reference)
-
-
-def test_minilm_splade_matches_reference_and_is_sparse(tmp_path, scifact):
-    path = builders.minilm_splade_dir(tmp_path / "splade")
-    module = BiEncoderModule(str(path))
-    docs = [json.loads(line)["text"] for line in (scifact / "corpus.jsonl").read_text().splitlines()[:2]]
-    query = json.loads((scifact / "queries.jsonl").read_text().splitlines()[0])["text"]
-    encoded = module.encode(docs, "doc")
-    expected = _splade_reference(_masked_lm(path, LIGHTNING_IR_HEAD), path, docs, 256)
-    np.testing.assert_allclose(_dense(encoded), expected.numpy(), atol=1e-4)
-    doc_terms, query_terms = np.diff(encoded.offsets), np.diff(module.encode([query], "query").offsets)
-    assert all(50 <= n <= 500 for n in doc_terms) and 10 <= query_terms[0] <= 200, (doc_terms, query_terms)
