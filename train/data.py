@@ -7,7 +7,9 @@ small frozen dataclasses; a `RankSample`'s `targets` follow the losses' conventi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -30,7 +32,7 @@ from lir.collections import (
 )
 from lir.errors import LirError
 from lir.tokenization import PairEncoder, TextEncoder
-from lir.trec import Qrels, read_run
+from lir.trec import Qrels, read_lines, read_run
 
 TUPLE_TARGETS = ("order", "score")
 RUN_TARGETS = ("relevance", "rank", "score")
@@ -61,6 +63,18 @@ class RankSample:
 
 
 T = TypeVar("T")
+
+
+def held_out(query_id: str, fraction: float) -> bool:
+    """Whether a query is in the held-out `fraction` of queries: by its id's SHA-1, so every dataset and run
+    that holds out the same fraction holds out the same queries."""
+    digest = hashlib.sha1(query_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+
+
+def _check_hold_out(fraction: float, held: bool) -> None:
+    if not 0 <= fraction < 1 or (held and fraction == 0):
+        raise LirError(f"hold_out {fraction} must be in [0, 1) (above 0 to keep the held-out queries)")
 
 
 def _shard(items: Iterable[T]) -> Iterator[T]:
@@ -112,8 +126,10 @@ class TupleDataset(Dataset):
     its id plus `queries`, the id defaulting to the line number; the docs' texts or their ids plus `docs`)
     or an ir_datasets id with docpairs (texts from the same dataset unless `queries`/`docs` say otherwise).
     `targets`: "order" gives 1 to the first candidate and 0 to the others, "score" the record's `scores`
-    (e.g. a teacher's). `limit` keeps the first tuples only; `num_docs` the first docs of each tuple (the
-    positive and `num_docs - 1` negatives). Only the documents kept are read.
+    (e.g. a teacher's, for `MarginMSE` or `KLDivergence`: every tuple needs finite scores and, with
+    `num_docs`, that many docs). `limit` keeps the first tuples only; `num_docs` the first docs of each tuple
+    (the positive and `num_docs - 1` negatives). `hold_out` sets that fraction of the queries aside (see
+    `held_out`), `held` keeps those only. Only the documents kept are read.
     """
 
     def __init__(
@@ -124,20 +140,26 @@ class TupleDataset(Dataset):
         targets: str = "order",
         limit: int | None = None,
         num_docs: int | None = None,
+        hold_out: float = 0.0,
+        held: bool = False,
     ) -> None:
+        _check_hold_out(hold_out, held)
         if targets not in TUPLE_TARGETS:
             raise LirError(f"unknown tuple targets {targets!r} (known: {', '.join(TUPLE_TARGETS)})")
         if num_docs is not None and num_docs < 1:
             raise LirError(f"num_docs must be at least 1, not {num_docs}")
         if Path(tuples).is_file():
-            rows = list(islice(_jsonl_tuples(Path(tuples)), limit))
+            scored = (num_docs or 1) if targets == "score" else None
+            rows = list(islice(_jsonl_tuples(Path(tuples), scored), limit))
         else:
             rows = list(islice(_docpairs(tuples), limit))
             queries, docs = queries or tuples, docs or tuples
+        if hold_out:
+            rows = [row for row in rows if held_out(row.query_id, hold_out) == held]
         if num_docs is not None:
             rows = [_first_docs(row, num_docs) for row in rows]
         if targets == "score" and any(row.scores is None for row in rows):
-            raise LirError(f"{tuples}: targets 'score' need scores for every tuple")
+            raise LirError(f"{tuples}: docpairs carry no scores: targets 'score' need a JSONL file of scored tuples")
         query_texts = _lookup_queries(rows, queries, tuples)
         doc_texts = _lookup_docs(rows, docs, tuples)
         self.samples = [
@@ -168,7 +190,8 @@ def _first_docs(row: _Tuple, count: int) -> _Tuple:
     )
 
 
-def _jsonl_tuples(path: Path) -> Iterator[_Tuple]:
+def _jsonl_tuples(path: Path, scored: int | None = None) -> Iterator[_Tuple]:
+    """The tuples of a JSONL file; with `scored`, each must carry scores and at least `scored` docs."""
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
@@ -185,10 +208,22 @@ def _jsonl_tuples(path: Path) -> Iterator[_Tuple]:
             count = len(docs) if docs is not None else len(doc_ids)
             if count == 0 or (docs is not None and doc_ids and len(doc_ids) != count):
                 raise LirError(f"{where}: a tuple needs docs or doc_ids (the same number when both)")
-            scores = tuple(float(s) for s in record["scores"]) if "scores" in record else None
+            scores = _scores(record["scores"], where) if "scores" in record else None
             if scores is not None and len(scores) != count:
                 raise LirError(f"{where}: {len(scores)} scores for {count} docs")
+            if scored is not None and scores is None:
+                raise LirError(f"{where}: no scores: targets 'score' need scores for every tuple")
+            if scored is not None and count < scored:
+                raise LirError(f"{where}: {count} docs, fewer than the {scored} num_docs asks for")
             yield _Tuple(str(record.get("query_id", lineno)), record.get("query"), doc_ids, docs, scores)
+
+
+def _scores(values: object, where: str) -> tuple[float, ...]:
+    """A record's `scores`: a list of finite numbers."""
+    numbers = values if isinstance(values, list) else [values]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        raise LirError(f"{where}: scores must be a list of finite numbers, got {json.dumps(values)[:60]}")
+    return tuple(float(v) for v in numbers)
 
 
 def _docpairs(spec: str) -> Iterator[_Tuple]:
@@ -241,6 +276,14 @@ class RunDataset(Dataset):
     item ("top", "random", or "top_and_random": the top ⌈k/2⌉ and ⌊k/2⌋ random others, random draws seeded
     by `seed`, the item and `set_epoch`), in rank order, and drops queries with fewer candidates. `targets`:
     "relevance" (qrels grade, 0 when unjudged), "rank" (1/rank), "score" (run score), or None.
+
+    `hold_out` sets that fraction of the queries aside (`held_out`: the same queries as a `TupleDataset`
+    or another run with the same fraction), `held` keeps those only: e.g. train on SciFact train less 10 %
+    and validate on that 10 %.
+
+    With "score" the run is a teacher's (e.g. what `lir rerank` or `lir search` writes) and its scores the
+    targets `MarginMSE` and `KLDivergence` distill; then a query with fewer than `sample_size` candidates is
+    an error naming its line, not dropped.
     """
 
     def __init__(
@@ -255,7 +298,10 @@ class RunDataset(Dataset):
         sampling_strategy: str = "top",
         targets: str | None = None,
         seed: int = 0,
+        hold_out: float = 0.0,
+        held: bool = False,
     ) -> None:
+        _check_hold_out(hold_out, held)
         if sampling_strategy not in SAMPLING:
             raise LirError(f"unknown sampling strategy {sampling_strategy!r} (known: {', '.join(SAMPLING)})")
         if targets is not None and targets not in RUN_TARGETS:
@@ -265,18 +311,21 @@ class RunDataset(Dataset):
         self.sample_size, self.sampling_strategy, self.targets = sample_size, sampling_strategy, targets
         self.seed, self.epoch = seed, 0
         texts, ranked, doc_texts = _read_ranking(run, queries, docs, split)
+        if hold_out:
+            ranked = {qid: cands for qid, cands in ranked.items() if held_out(qid, hold_out) == held}
         if qrels is None and not Path(run).exists() and irds_dataset(run, "scoreddocs").has_qrels():
             qrels = run
         self.qrels: Qrels = read_qrels_spec(qrels, split) if qrels is not None else {}
+        if hold_out:  # validation averages over the qrels' queries: only the part kept
+            self.qrels = {qid: judged for qid, judged in self.qrels.items() if held_out(qid, hold_out) == held}
         if targets == "relevance" and qrels is None:
             raise LirError("targets 'relevance' need qrels")
         if targets == "score" and any(c.score is None for cands in ranked.values() for c in cands):
             raise LirError(f"{run} carries no scores: targets 'score' need a TREC run or scoreddocs")
-        ranked = {
-            qid: cands[:depth]
-            for qid, cands in ranked.items()
-            if (qrels is None or qid in self.qrels) and len(cands[:depth]) >= (sample_size or 1)
-        }
+        ranked = {qid: cands[:depth] for qid, cands in ranked.items() if qrels is None or qid in self.qrels}
+        if targets == "score":
+            _require_candidates(run, ranked, sample_size or 1)
+        ranked = {qid: cands for qid, cands in ranked.items() if len(cands) >= (sample_size or 1)}
         self.queries = {qid: texts[qid] for qid in _require_all(set(ranked), texts, "queries", queries or run)}
         if doc_texts is None:
             wanted = {c.doc_id for cands in ranked.values() for c in cands}
@@ -323,6 +372,20 @@ class RunDataset(Dataset):
 Ranking = dict[str, list[_Candidate]]
 
 
+def _require_candidates(run: str, ranked: Ranking, count: int) -> None:
+    """A LirError at the run's last line of the first query with fewer than `count` candidates."""
+    short = next((qid for qid, cands in ranked.items() if len(cands) < count), None)
+    if short is None:
+        return
+    where = run
+    if Path(run).is_file():
+        line = max(n for n, text in read_lines(run) if text.split(maxsplit=1)[:1] == [short])
+        where = f"{run}:{line}"
+    raise LirError(
+        f"{where}: query {short!r} has {len(ranked[short])} candidates, fewer than the {count} sample_size asks for"
+    )
+
+
 def _read_ranking(
     run: str, queries: str | None, docs: str | None, split: str | None
 ) -> tuple[dict[str, str], Ranking, dict[str, str] | None]:
@@ -337,7 +400,10 @@ def _read_ranking(
     else:
         scores = {}
         for scored in irds_iter(run, "scoreddocs"):
-            scores.setdefault(scored.query_id, {})[scored.doc_id] = float(scored.score)
+            score = float(scored.score)
+            if not math.isfinite(score):
+                raise LirError(f"{run}: query {scored.query_id!r}, doc {scored.doc_id!r}: score {score} is not finite")
+            scores.setdefault(scored.query_id, {})[scored.doc_id] = score
         queries = queries or run
     if queries is None or (docs is None and path.is_file()):
         raise LirError(f"{run} is a TREC run: give the queries and docs its ids refer to")

@@ -6,7 +6,8 @@ The YAML has Lightning IR's shape: `trainer`, `model` (class_path of a fit modul
 (e.g. torch.optim.AdamW). Without an `lr_scheduler` section the module's linear warm-up/decay schedules the
 optimizer, stepped per optimizer step. The `huggingface_checkpoint` section (`HuggingFaceCheckpoint`) says
 where the Lightning IR checkpoint directory goes (by default into the log directory). Precision defaults to
-bf16-mixed (16-mixed without bf16) when CUDA is available, 32-true otherwise; the seed defaults to 0. The
+bf16-mixed (16-mixed without bf16) when CUDA is available, 32-true otherwise; the seed defaults to 0.
+`use_distributed_sampler` defaults to false: under DDP lir's training sampler shards each epoch itself. The
 inference subcommands log nothing unless the config names a `trainer.logger`.
 """
 
@@ -48,7 +49,7 @@ class LirCLI(LightningCLI):
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"precision": default_precision()},
+            trainer_defaults={"precision": default_precision(), "use_distributed_sampler": False},
             args=args,
             run=run,
         )

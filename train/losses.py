@@ -45,12 +45,19 @@ class MarginMSE(nn.Module):
 
 
 class KLDivergence(nn.Module):
-    """KL(teacher ‖ student) of the softmax distributions over each query's candidates, mean over queries."""
+    """KL(teacher ‖ student) of the softmax distributions over each query's candidates, mean over queries;
+    the teacher's is softmax(targets / `temperature`) (below 1 sharpens, e.g. a cosine teacher's [-1, 1])."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise LirError(f"the KL temperature must be positive, not {temperature}")
+        self.temperature = temperature
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         _check(scores, targets)
         student = F.log_softmax(scores, dim=1)
-        teacher = F.log_softmax(targets.to(scores.dtype), dim=1)
+        teacher = F.log_softmax(targets.to(scores.dtype) / self.temperature, dim=1)
         return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
 
 
