@@ -34,10 +34,9 @@ def checkpoints(work: Path, corpus: list[str]) -> dict[str, Path]:
 
     from lir.train.initialize import initialize
     from lir.train.saving import save_lightning_ir
-    from lir.train.sparse import SpladeConfig
 
     torch.manual_seed(0)
-    loaded = initialize(BACKBONE, SpladeConfig())
+    loaded = initialize(BACKBONE, {"model_type": "splade"})
     contextualized = save_lightning_ir(loaded.model, loaded.tokenizer, work / "splade")
     static = Path(shutil.copytree(contextualized, work / "splade-inference-free"))
     config = json.loads((static / "config.json").read_text())

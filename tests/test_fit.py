@@ -12,17 +12,14 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lir.cli import main
+from lir.errors import LirError
 from lir.train.checkpoints import load_model
-from lir.train.cross_encoder import MonoConfig
 from lir.train.cross_module import CrossEncoderModule
 from lir.train.data import RankSample, RunDataset, TupleDataset
 from lir.train.datamodule import LirDataModule
 from lir.train.fit_module import BiEncoderFitModule, CrossEncoderFitModule, SparseFitModule
 from lir.train.losses import RankNet
 from lir.train.module import BiEncoderModule
-from lir.train.multi_vector import ColConfig
-from lir.train.single_vector import DprConfig
-from lir.train.sparse import SpladeConfig
 from tests import builders, cross_builders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,24 +108,46 @@ def test_a_trained_model_saves_and_loads_back_with_identical_scores(checkpoints,
     assert not torch.allclose(scores(saved), scores(load_model(str(checkpoints[name]))))
 
 
+LENGTHS = {"query_length": 16, "doc_length": 48}
 NEW_MODELS = {
-    "dpr": DprConfig(pooling_strategy="mean", embedding_dim=8, query_length=16, doc_length=48),
-    "col": ColConfig(embedding_dim=8, query_length=16, doc_length=48),
-    "splade": SpladeConfig(query_length=16, doc_length=48),
-    "mono": MonoConfig(scoring_strategy="mono", query_length=16, doc_length=48),
+    "dpr": {"model_type": "lir-dpr", "embedding_dim": 8} | LENGTHS,
+    "col": {"model_type": "col", "embedding_dim": 8, "query_expansion": True} | LENGTHS,
+    "splade": {"model_type": "splade"} | LENGTHS,
+    "splade-static-query": {"model_type": "splade", "query_weighting": "static", "query_expansion": False} | LENGTHS,
+    "mono": {"model_type": "mono", "scoring_strategy": "mono"} | LENGTHS,
+    "mono-bert-pool": {"model_type": "mono", "pooling_strategy": "bert_pool", "linear_bias": True} | LENGTHS,
 }
-FAMILIES = {"dpr": "single-vector", "col": "multi-vector", "splade": "sparse", "mono": "cross-encoder"}
+FAMILIES = {"lir-dpr": "single-vector", "col": "multi-vector", "splade": "sparse", "mono": "cross-encoder"}
 
 
 @pytest.mark.parametrize("kind", list(NEW_MODELS))
 def test_a_new_model_on_a_backbone_saves_and_loads_back(checkpoints, kind, tmp_path):
     torch.manual_seed(0)
-    module_class = CrossEncoderFitModule if kind == "mono" else BiEncoderFitModule
-    module = module_class(str(checkpoints["dpr"]), config=NEW_MODELS[kind])
-    assert module.model.family == FAMILIES[kind]
+    config = NEW_MODELS[kind]
+    module_class = CrossEncoderFitModule if config["model_type"] == "mono" else BiEncoderFitModule
+    module = module_class(str(checkpoints["dpr"]), config=config)
+    assert module.model.family == FAMILIES[config["model_type"]]
     module.model.eval()
     saved = load_model(str(module.save_pretrained(tmp_path / kind)))
     torch.testing.assert_close(scores(saved), scores(module.loaded), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"embedding_dim": 8}, "a new model needs a model_type: one of lir-dpr, col, splade, mono (not None)"),
+        ({"model_type": "coil"}, "a new model needs a model_type"),
+        ({"model_type": "col", "embeding_dim": 8}, "a new col model has no setting 'embeding_dim'"),
+        ({"model_type": "lir-dpr", "projection": "mlp"}, "unknown projection 'mlp'"),
+        ({"model_type": "mono", "scoring_strategy": "listwise"}, "unknown scoring_strategy 'listwise'"),
+        ({"model_type": "lir-dpr", "pooling_strategy": "last"}, "a new lir-dpr model: "),
+    ],
+)
+def test_a_new_model_with_settings_lir_does_not_know_is_refused_in_one_line(checkpoints, config, message):
+    with pytest.raises(LirError) as error:
+        BiEncoderFitModule(str(checkpoints["dpr"]), config=config)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value) and "lir-init-" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["col", "setenc"])

@@ -10,7 +10,7 @@ log-probability of the second (relevant) class.
 
 The family in one place with the layouts it reads (Lightning IR `mono`/`set-encoder`/`cross-encoder`,
 Hugging Face `*ForSequenceClassification`; T5 in `lir.train.t5_cross_encoder`), the layout it writes
-(`CrossEncoderModel.lightning_ir_layout`) and a new model's head (`MonoConfig`).
+(`CrossEncoderModel.lightning_ir_layout`) and a new model (`NEW_MONO`: Lightning IR's defaults and a fresh head).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from lir.train.checkpoint_io import (
 )
 from lir.train.hub import resolve_model_path
 from lir.train.pooling import POOLINGS, pool
-from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, projection_layout
+from lir.train.saving import NewModel, Settings, Tensors, new_linear, projection_layout
 
 CROSS_ENCODER_TYPES = ("mono", "set-encoder", "cross-encoder")
 """Lightning IR's cross-encoder model types."""
@@ -276,36 +276,30 @@ class LoadedCrossEncoder:
     backbone_type: str
 
 
-class MonoConfig(ModelSettings):
-    """Pointwise cross-encoder (`mono`): pooling → linear head; `rank` scores one logit, `mono` two."""
+def new_mono_head(backbone: PreTrainedModel, settings: Settings) -> Tensors:
+    """A fresh `linear` head (one logit for `rank`, two for `mono`) and, for `bert_pool`, a fresh pooler."""
+    scoring, hidden = settings["scoring_strategy"], backbone.config.hidden_size
+    if scoring not in SCORINGS:
+        raise LirError(f"unknown scoring_strategy {scoring!r} (known: {', '.join(SCORINGS)})")
+    tensors = new_linear("linear", hidden, SCORINGS[scoring], settings["linear_bias"] is True)
+    if settings["pooling_strategy"] == "bert_pool":
+        tensors |= new_linear("bert_pool.0", hidden, hidden, bias=True)
+    return tensors
 
-    model_type = "mono"
 
-    def __init__(
-        self,
-        pooling_strategy: str = "first",
-        scoring_strategy: str = "rank",
-        linear_bias: bool = False,
-        query_length: int = 32,
-        doc_length: int = 512,
-    ) -> None:
-        super().__init__(query_length, doc_length)
-        if scoring_strategy not in SCORINGS:
-            raise LirError(f"unknown scoring_strategy {scoring_strategy!r} (known: {', '.join(SCORINGS)})")
-        self.pooling_strategy = pooling_strategy
-        self.scoring_strategy = scoring_strategy
-        self.linear_bias = linear_bias
-
-    def settings(self) -> Settings:
-        return super().settings() | {
-            "pooling_strategy": self.pooling_strategy,
-            "scoring_strategy": self.scoring_strategy,
-            "linear_bias": self.linear_bias,
-        }
-
-    def head(self, backbone: PreTrainedModel) -> Tensors:
-        outputs = SCORINGS[self.scoring_strategy]
-        return new_linear("linear", backbone.config.hidden_size, outputs, self.linear_bias)
+NEW_MONO = NewModel(
+    {
+        "model_type": "mono",
+        "query_length": 32,
+        "doc_length": 512,
+        "pooling_strategy": "first",
+        "linear_bias": False,
+        "scoring_strategy": "rank",
+    },
+    new_mono_head,
+)
+"""A new pointwise cross-encoder (`mono`) with Lightning IR 0.0.6's MonoConfig defaults: first-token pooling, a
+linear head without bias, one logit (`rank`)."""
 
 
 CROSS_CONFIG_KEYS = {"scoring_strategy", "linear_bias", "tokenizer_pattern", "depth", "add_extra_token"}

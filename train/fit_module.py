@@ -1,7 +1,8 @@
 """Lightning modules that fine-tune lir's models: bi-encoders of each family and cross-encoders.
 
-Each takes a checkpoint (`model_name_or_path`, anything `load_model` reads) or, with `config`, a new model of
-that family on the checkpoint's backbone (`lir.train.initialize`). Training: AdamW with linear warm-up and
+Each takes a checkpoint (`model_name_or_path`, anything `load_model` reads) or, with `config` (a Lightning IR
+config's keys with its `model_type`, e.g. `{"model_type": "col", "embedding_dim": 128}`), a new model of that
+type on the checkpoint's backbone (`lir.train.initialize`). Training: AdamW with linear warm-up and
 linear decay to zero over the fit's steps. Validation: re-ranking each inference run, scored with
 `lir.metrics.evaluate` (nDCG@10 by default). `save_pretrained` writes a Lightning IR checkpoint directory.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -24,7 +26,7 @@ from lir.train.checkpoints import load_model
 from lir.train.data import Batch, BiEncoderCollator, CrossEncoderCollator
 from lir.train.initialize import initialize
 from lir.train.losses import FlopsRegularization, InBatchCrossEntropy, RankNet
-from lir.train.saving import ModelSettings, save_lightning_ir
+from lir.train.saving import save_lightning_ir
 
 Outputs = tuple[torch.Tensor, ...]
 
@@ -53,7 +55,7 @@ class FitModule(LightningModule):
     def __init__(
         self,
         model_name_or_path: str,
-        config: ModelSettings | None = None,
+        config: dict[str, Any] | None = None,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -142,7 +144,7 @@ class BiEncoderFitModule(FitModule):
     def __init__(
         self,
         model_name_or_path: str,
-        config: ModelSettings | None = None,
+        config: dict[str, Any] | None = None,
         in_batch_loss: bool = True,
         loss_function: nn.Module | None = None,
         score_scale: float = 1.0,
@@ -239,7 +241,7 @@ class SparseFitModule(BiEncoderFitModule):
     def __init__(
         self,
         model_name_or_path: str,
-        config: ModelSettings | None = None,
+        config: dict[str, Any] | None = None,
         in_batch_loss: bool = True,
         loss_function: nn.Module | None = None,
         score_scale: float = 1.0,
@@ -280,7 +282,7 @@ class CrossEncoderFitModule(FitModule):
     def __init__(
         self,
         model_name_or_path: str,
-        config: ModelSettings | None = None,
+        config: dict[str, Any] | None = None,
         loss_function: nn.Module | None = None,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.0,

@@ -7,7 +7,7 @@ by the best dot product of each query token over the document's tokens, summed o
 
 The family in one place: `MultiVectorConfig`, `MultiVectorModel` (writes Lightning IR's `col` layout), the
 layouts it reads (Lightning IR `col`: [MASK] expansion, scoring masks, aggregations; colbert-ir's
-`HF_ColBERT`) and a new model's head (`ColConfig`). MVR builds on it in `lir.train.mvr`.
+`HF_ColBERT`) and a new model (`NEW_COL`). MVR builds on it in `lir.train.mvr`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,15 @@ from lir.train.checkpoint_io import (
     take_linear,
     token_projection,
 )
-from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, projection_layout, text_layout
+from lir.train.saving import (
+    BI_ENCODER_DEFAULTS,
+    NewModel,
+    Settings,
+    Tensors,
+    new_projection,
+    projection_layout,
+    text_layout,
+)
 
 SIMILARITIES = ("dot", "cosine")
 
@@ -208,48 +216,27 @@ def _mask_tokens(ids: list[int], tokenizer: Tokenizer) -> str | list[str] | None
     return tokens
 
 
-class ColConfig(ModelSettings):
-    """Multi-vector (`col`, ColBERT): a linear projection per token, late interaction; Lightning IR's defaults
-    are webis/colbert's (128 dimensions, [MASK] query expansion, punctuation not scored in documents)."""
-
-    model_type = "col"
-
-    def __init__(
-        self,
-        embedding_dim: int = 128,
-        similarity_function: str = "dot",
-        normalization_strategy: str | None = None,
-        query_aggregation_function: str = "sum",
-        query_expansion: bool = True,
-        attend_to_query_expanded_tokens: bool = True,
-        doc_mask_scoring_tokens: str | list[str] | None = "punctuation",
-        query_length: int = 32,
-        doc_length: int = 512,
-    ) -> None:
-        super().__init__(query_length, doc_length)
-        self.embedding_dim = embedding_dim
-        self.similarity_function = similarity_function
-        self.normalization_strategy = normalization_strategy
-        self.query_aggregation_function = query_aggregation_function
-        self.query_expansion = query_expansion
-        self.attend_to_query_expanded_tokens = attend_to_query_expanded_tokens
-        self.doc_mask_scoring_tokens = doc_mask_scoring_tokens
-
-    def settings(self) -> Settings:
-        return super().settings() | {
-            "similarity_function": self.similarity_function,
-            "normalization_strategy": self.normalization_strategy,
-            "query_aggregation_function": self.query_aggregation_function,
-            "query_expansion": self.query_expansion,
-            "attend_to_query_expanded_tokens": self.attend_to_query_expanded_tokens,
-            "doc_expansion": False,
-            "doc_mask_scoring_tokens": self.doc_mask_scoring_tokens,
-            "projection": "linear_no_bias",
-            "embedding_dim": self.embedding_dim,
-        }
-
-    def head(self, backbone: PreTrainedModel) -> Tensors:
-        return new_linear("projection", backbone.config.hidden_size, self.embedding_dim, bias=False)
+NEW_COL = NewModel(
+    BI_ENCODER_DEFAULTS
+    | {
+        "model_type": "col",
+        "embedding_dim": 128,
+        "projection": "linear",
+        "normalization_strategy": None,
+        "query_mask_scoring_tokens": None,
+        "doc_mask_scoring_tokens": None,
+        "query_aggregation_function": "sum",
+        "doc_aggregation_function": "max",
+        "query_expansion": False,
+        "attend_to_query_expanded_tokens": False,
+        "doc_expansion": False,
+        "attend_to_doc_expanded_tokens": False,
+    },
+    new_projection,
+)
+"""A new multi-vector model (`col`) with Lightning IR 0.0.6's ColConfig defaults (webis/colbert's settings are
+`projection: linear_no_bias`, `query_expansion: true`, `doc_mask_scoring_tokens: punctuation`, see
+train/configs/multi-vector.yaml). Lightning IR 0.0.6 reloads only 128 as `embedding_dim`; lir reads any size."""
 
 
 MASK_SIDE_FILE = "mask_scoring_tokens.json"

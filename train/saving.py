@@ -10,8 +10,9 @@ prefixes, a projection activation, markers other than [QUE]/[DOC]) are refused r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import save_file
@@ -113,22 +114,41 @@ def projection_layout(layer: nn.Linear | None, prefix: str = "projection") -> tu
     return ("linear" if layer.bias is not None else "linear_no_bias"), tensors
 
 
-class ModelSettings:
-    """The settings of a new model of one Lightning IR model type."""
+BI_ENCODER_DEFAULTS: Settings = {
+    "query_length": 32,
+    "doc_length": 512,
+    "similarity_function": "dot",
+    "add_marker_tokens": False,
+}
+"""Lightning IR 0.0.6's defaults of the text settings every bi-encoder config has."""
 
-    model_type = ""
 
-    def __init__(self, query_length: int = 32, doc_length: int = 512) -> None:
-        self.query_length = query_length
-        self.doc_length = doc_length
+class NewModel(NamedTuple):
+    """How a new model of one Lightning IR model type starts (`lir.train.initialize`): Lightning IR 0.0.6's
+    defaults of every setting lir reads for that type (the only keys a new model may set) and its fresh head."""
 
-    def settings(self) -> Settings:
-        """config.json's Lightning IR keys."""
-        return {"model_type": self.model_type, "query_length": self.query_length, "doc_length": self.doc_length}
+    defaults: Settings
+    head: Callable[[PreTrainedModel, Settings], Tensors]
 
-    def head(self, backbone: PreTrainedModel) -> Tensors:
-        """Fresh head tensors for `backbone`."""
-        raise NotImplementedError
+    def settings(self, given: Mapping[str, Any]) -> Settings:
+        """The complete config of a new model: the defaults with `given` (Lightning IR's keys) over them."""
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(set(self.defaults) - {"model_type"}))
+            raise LirError(f"a new {self.defaults['model_type']} model has no setting {unknown[0]!r} (known: {known})")
+        return self.defaults | dict(given)
+
+
+def new_projection(backbone: PreTrainedModel, settings: Settings) -> Tensors:
+    """A fresh `projection` (Lightning IR's linear, linear_no_bias or null) to `embedding_dim` (default: the
+    hidden size)."""
+    projection = settings["projection"]
+    if projection is None:
+        return {}
+    if projection not in ("linear", "linear_no_bias"):
+        raise LirError(f"unknown projection {projection!r} (known: linear, linear_no_bias, null)")
+    hidden = backbone.config.hidden_size
+    return new_linear("projection", hidden, settings["embedding_dim"] or hidden, projection == "linear")
 
 
 def new_linear(prefix: str, inputs: int, outputs: int, bias: bool) -> Tensors:

@@ -2,7 +2,7 @@
 
 The family in one place: its config (`SingleVectorConfig`), its model (`BiEncoderModel`, which writes
 Lightning IR's `lir-dpr` layout), the layouts it reads (Lightning IR `lir-dpr`, sentence-transformers
-Transformer → Pooling → Dense → Normalize, plain Hugging Face encoders) and a new model's head (`DprConfig`).
+Transformer → Pooling → Dense → Normalize, plain Hugging Face encoders) and a new model (`NEW_DPR`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,22 @@ from lir.train.checkpoint_io import (
     lightning_ir_pooling,
     lightning_ir_text,
     load_tokenizer,
+    located,
     pad_token_id,
     read_weights,
     refuse_leftovers,
     take_linear,
 )
 from lir.train.pooling import POOLINGS, pool
-from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, projection_layout, text_layout
+from lir.train.saving import (
+    BI_ENCODER_DEFAULTS,
+    NewModel,
+    Settings,
+    Tensors,
+    new_projection,
+    projection_layout,
+    text_layout,
+)
 
 SIMILARITIES = ("dot", "cosine")
 ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh}
@@ -141,11 +150,12 @@ def load_lightning_ir_dpr(path: Path, config: dict[str, Any], spec: str) -> Load
         raise LirError(f"{path}: the config asks for a projection but the weights lack projection.weight")
     refuse_leftovers(rest, path)
     markers = MARKERS if config.get("add_marker_tokens") else ()
-    settings = SingleVectorConfig(
-        pooling=pooling or ("first" if model_type == "lir-dpr" else "mean"),
-        normalize=_dpr_normalize(config),
-        **lightning_ir_text(config, fields),
-    )
+    with located(path):
+        settings = SingleVectorConfig(
+            pooling=pooling or ("first" if model_type == "lir-dpr" else "mean"),
+            normalize=_dpr_normalize(config),
+            **lightning_ir_text(config, fields),
+        )
     tokenizer = load_tokenizer(path, markers)
     model = BiEncoderModel(backbone, settings, projection)
     return LoadedBiEncoder(model, tokenizer, pad_token_id(tokenizer, fields), spec, "lightning-ir", backbone_type)
@@ -244,40 +254,18 @@ def load_sentence_transformers(path: Path, spec: str) -> LoadedBiEncoder:
     )
 
 
-class DprConfig(ModelSettings):
-    """Single-vector (`lir-dpr`): pooling, similarity, optional L2 normalization and linear projection."""
-
-    model_type = "lir-dpr"
-
-    def __init__(
-        self,
-        pooling_strategy: str = "first",
-        similarity_function: str = "dot",
-        normalization_strategy: str | None = None,
-        embedding_dim: int | None = None,
-        projection_bias: bool = True,
-        query_length: int = 32,
-        doc_length: int = 512,
-    ) -> None:
-        super().__init__(query_length, doc_length)
-        self.pooling_strategy = pooling_strategy
-        self.similarity_function = similarity_function
-        self.normalization_strategy = normalization_strategy
-        self.embedding_dim = embedding_dim
-        self.projection_bias = projection_bias
-
-    def settings(self) -> Settings:
-        projection = None
-        if self.embedding_dim is not None:
-            projection = "linear" if self.projection_bias else "linear_no_bias"
-        return super().settings() | {
-            "pooling_strategy": self.pooling_strategy,
-            "similarity_function": self.similarity_function,
-            "normalization_strategy": self.normalization_strategy,
-            "projection": projection,
-        }
-
-    def head(self, backbone: PreTrainedModel) -> Tensors:
-        if self.embedding_dim is None:
-            return {}
-        return new_linear("projection", backbone.config.hidden_size, self.embedding_dim, self.projection_bias)
+NEW_DPR = NewModel(
+    BI_ENCODER_DEFAULTS
+    | {
+        "model_type": "lir-dpr",
+        "pooling_strategy": "mean",
+        "normalize": False,
+        "projection": "linear",
+        "embedding_dim": None,
+    },
+    new_projection,
+)
+"""A new single-vector model (`lir-dpr`): Lightning IR 0.0.6's DprModel defaults (mean pooling, a linear
+projection at the hidden size, no normalization; its `query/doc_pooling_strategy` and `normalization_strategy`
+are ignored by 0.0.6 and so not settings here). Lightning IR 0.0.6 reloads only the hidden size as
+`embedding_dim`; lir reads any size from the weights."""

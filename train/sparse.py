@@ -13,8 +13,8 @@ weight is the backbone's word embedding matrix plus its own bias. Each text beco
 vocabulary term; queries and documents are compared by dot product.
 
 The family in one place: `SparseConfig`, `SparseModel` (writes Lightning IR's `splade` layout), the layouts
-it reads (Lightning IR `splade` in four head layouts, Hugging Face `*ForMaskedLM`) and a new model's head
-(`SpladeConfig`). UniCOIL, also sparse, is `lir.train.unicoil`.
+it reads (Lightning IR `splade` in four head layouts, Hugging Face `*ForMaskedLM`) and a new model
+(`NEW_SPLADE`). UniCOIL, also sparse, is `lir.train.unicoil`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from lir.train.checkpoint_io import (
     refuse_leftovers,
     take_tensor,
 )
-from lir.train.saving import ModelSettings, Settings, Tensors, new_linear, text_layout
+from lir.train.saving import BI_ENCODER_DEFAULTS, NewModel, Settings, Tensors, new_linear, text_layout
 
 MASKED = -1e4
 """Added to the logits of padding in `graph_weights`: far below any logit (so ReLU zeroes it), finite in fp16."""
@@ -235,26 +235,36 @@ def own_terms(input_ids: torch.Tensor, attention_mask: torch.Tensor, weights: to
     return torch.zeros(input_ids.shape[0], dim, dtype=values.dtype, device=values.device).scatter(1, input_ids, values)
 
 
-class SpladeConfig(ModelSettings):
-    """Sparse (`splade`): an MLM head (dense → activation → LayerNorm → tied decoder), log(1 + ReLU), max pooling.
-    A fresh head starts with LayerNorm at identity and a zero decoder bias."""
+def new_splade_head(backbone: PreTrainedModel, settings: Settings) -> Tensors:
+    """A fresh MLM head (LayerNorm at identity, a zero decoder bias) and, for a `static` role, a weight table of
+    ones (every token of a text weighs 1 until trained)."""
+    hidden, vocabulary = backbone.config.hidden_size, backbone.config.vocab_size
+    tensors = new_linear("projection.dense", hidden, hidden, bias=True) | {
+        "projection.norm.weight": torch.ones(hidden),
+        "projection.norm.bias": torch.zeros(hidden),
+        "projection.decoder.bias": torch.zeros(vocabulary),
+    }
+    for role in ("query", "doc"):
+        if settings[f"{role}_weighting"] == "static":
+            tensors[f"{role}_weights.weight"] = torch.ones(vocabulary, 1)
+    return tensors
 
-    model_type = "splade"
 
-    def settings(self) -> Settings:
-        return super().settings() | {
-            "pooling_strategy": "max",
-            "sparsification_strategy": "relu_log",
-            "similarity_function": "dot",
-        }
-
-    def head(self, backbone: PreTrainedModel) -> Tensors:
-        hidden = backbone.config.hidden_size
-        return new_linear("projection.dense", hidden, hidden, bias=True) | {
-            "projection.norm.weight": torch.ones(hidden),
-            "projection.norm.bias": torch.zeros(hidden),
-            "projection.decoder.bias": torch.zeros(backbone.config.vocab_size),
-        }
+NEW_SPLADE = NewModel(
+    BI_ENCODER_DEFAULTS
+    | {
+        "model_type": "splade",
+        "sparsification_strategy": "relu_log",
+        "pooling_strategy": "max",
+        "query_weighting": "contextualized",
+        "query_expansion": True,
+        "doc_weighting": "contextualized",
+        "doc_expansion": True,
+    },
+    new_splade_head,
+)
+"""A new sparse model (`splade`) with Lightning IR 0.0.6's SpladeConfig defaults: log(1 + ReLU), max pooling,
+contextualized weights with expansion for both roles."""
 
 
 NSP_HEAD = "cls.seq_relationship."
