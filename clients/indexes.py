@@ -67,13 +67,18 @@ def check_doc_ids(doc_ids: Sequence[str], count: int, what: str) -> list[str]:
     ids = list(doc_ids)
     seen: set[str] = set()
     for position, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str):
-            raise LirError(f"document #{position}: doc id {doc_id!r} is not a string")
-        check_id(doc_id, "doc id", f"document #{position}")
-        if doc_id in seen:
-            raise LirError(f"the corpus repeats doc id {doc_id!r} (#{position})")
-        seen.add(doc_id)
+        check_doc_id(doc_id, position, seen)
     return ids
+
+
+def check_doc_id(doc_id: object, position: int, seen: set[str]) -> None:
+    """Refuse the doc id of document #`position` when it is not a valid id or is in `seen`; add it to `seen`."""
+    if not isinstance(doc_id, str):
+        raise LirError(f"document #{position}: doc id {doc_id!r} is not a string")
+    check_id(doc_id, "doc id", f"document #{position}")
+    if doc_id in seen:
+        raise LirError(f"the corpus repeats doc id {doc_id!r} (#{position})")
+    seen.add(doc_id)
 
 
 def check_index_output(output: str | Path, overwrite: bool, sources: Sequence[str] = ()) -> None:

@@ -201,6 +201,17 @@ def query_rows(queries: Encoded, family: str, dim: int) -> list[Vector | None]:
     return [row.tolist() for row in array.astype(np.float32, copy=False)]
 
 
+def search_params(api: Any, params: dict[str, Any]) -> Any:
+    """The SearchParams of the search parameters (hnsw_ef, exact, rescore, oversampling) in `api`: the
+    qdrant-edge-py module or qdrant-client's models, which name them alike."""
+    quantization = None
+    if "rescore" in params or "oversampling" in params:
+        quantization = api.QuantizationSearchParams(
+            rescore=params.get("rescore"), oversampling=params.get("oversampling")
+        )
+    return api.SearchParams(hnsw_ef=params.get("hnsw_ef"), exact=params.get("exact", False), quantization=quantization)
+
+
 class EdgeStore:
     """An embedded Qdrant Edge shard; hits are mapped to doc ids by row (the point id)."""
 
@@ -263,14 +274,7 @@ class EdgeStore:
 
     def search(self, name: str, rows: list[Vector], k: int, params: dict[str, Any]) -> list[list[tuple[str, float]]]:
         q = _edge()
-        quantization = None
-        if "rescore" in params or "oversampling" in params:
-            quantization = q.QuantizationSearchParams(
-                rescore=params.get("rescore"), oversampling=params.get("oversampling")
-            )
-        search = q.SearchParams(
-            hnsw_ef=params.get("hnsw_ef"), exact=params.get("exact", False), quantization=quantization
-        )
+        search = search_params(q, params)
         requests = [
             q.QueryRequest(limit=k, query=q.Query.Nearest(_edge_vector(v), using=name), params=search) for v in rows
         ]
@@ -301,14 +305,7 @@ class ClientStore:
 
     def search(self, name: str, rows: list[Vector], k: int, params: dict[str, Any]) -> list[list[tuple[str, float]]]:
         m = _models()
-        quantization = None
-        if "rescore" in params or "oversampling" in params:
-            quantization = m.QuantizationSearchParams(
-                rescore=params.get("rescore"), oversampling=params.get("oversampling")
-            )
-        search = m.SearchParams(
-            hnsw_ef=params.get("hnsw_ef"), exact=params.get("exact", False), quantization=quantization
-        )
+        search = search_params(m, params)
         requests = [
             m.QueryRequest(query=_client_vector(v), using=name, limit=k, params=search, with_payload=["doc_id"])
             for v in rows

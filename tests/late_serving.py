@@ -1,16 +1,18 @@
 """What the family Triton tests share: a model repository of some of the late exports (and others exported beside
-them), a real Triton server over it, scifact texts and the check that two encodings are the same."""
+them), a real Triton server over it (`serving_fixtures`), scifact texts and the checks that the served models are
+the embedded ones."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lir.serving.server import TritonServer
 from lir.vectors import MultiVectors
@@ -39,11 +41,33 @@ def serving(repository: Path) -> Iterator[TritonServer]:
         triton.stop()
 
 
+def serving_fixtures() -> tuple[Callable, Callable]:
+    """The module fixtures `server` (a Triton server over the module's `repository` fixture) and `texts`
+    (`scifact_texts`): `server, texts = serving_fixtures()` in a test module."""
+
+    @pytest.fixture(scope="module")
+    def server(repository: Path) -> Iterator[TritonServer]:
+        with serving(repository) as triton:
+            yield triton
+
+    @pytest.fixture(scope="module")
+    def texts(scifact: Path) -> list[str]:
+        return scifact_texts(scifact)
+
+    return server, texts
+
+
 def served_models(server: TritonServer) -> dict[str, str | None]:
     """Each model of the server's repository index and its state."""
     request = urllib.request.Request(f"http://{server.http_url}/v2/repository/index", data=b"{}", method="POST")
     with urllib.request.urlopen(request) as reply:
         return {m["name"]: m.get("state") for m in json.loads(reply.read())}
+
+
+def assert_all_served(server: TritonServer, graphs: dict[str, tuple[str, ...]]) -> None:
+    """The server serves each model (key) and its graphs (`model.graph`), all ready, and nothing else."""
+    ready = {name: "READY" for model, parts in graphs.items() for name in (model, *(f"{model}.{p}" for p in parts))}
+    assert served_models(server) == ready
 
 
 def scifact_texts(scifact: Path) -> list[str]:
@@ -65,6 +89,23 @@ def assert_served_like_embedded(server: TritonServer, repository: Path, texts: l
         assert [getattr(engine, a) for a in card] == [getattr(embedded, a) for a in card]
         for role, batch in (("doc", texts), ("query", [t[:50] for t in texts[:9]])):
             assert_same(engine.encode(batch, role, batch_size=5), embedded.encode(batch, role))
+
+
+def assert_ranks_like_embedded(server: TritonServer, repository: Path, texts: list[str], model: str) -> None:
+    """A retriever whose queries `model` encodes through Triton ranks `texts` as the embedded engine's does."""
+    from lir.clients.onnx_engine import OnnxEngine
+    from lir.clients.retriever import Retriever, build_index
+    from lir.clients.triton_engine import TritonEngine
+
+    embedded = OnnxEngine(repository / model)
+    index = build_index(embedded, embedded.encode_docs(texts), [f"d{i}" for i in range(len(texts))])
+    queries = {"1": "protein folding", "2": "cancer risk", "3": "vitamin D deficiency"}
+    expected = Retriever(embedded, index).search(queries, k=10)
+    with TritonEngine(server.grpc_url, model) as triton:
+        got = Retriever(triton, index).search(queries, k=10)
+    for qid in queries:
+        assert list(got[qid]) == list(expected[qid])
+        np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-4)
 
 
 def assert_same(got, expected) -> None:

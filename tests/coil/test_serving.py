@@ -8,7 +8,7 @@ import pytest
 from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.retriever import Retriever, build_index
 from lir.clients.triton_engine import TritonEngine
-from tests.late_serving import scifact_texts, served_models, serving
+from tests.late_serving import assert_all_served, serving_fixtures
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +24,11 @@ def repository(reference_backbone, scifact, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(repository):
-    with serving(repository) as triton:
-        yield triton
-
-
-@pytest.fixture(scope="module")
-def texts(scifact):
-    return scifact_texts(scifact)
+server, texts = serving_fixtures()
 
 
 def test_every_graph_is_served(server):
-    assert served_models(server) == {
-        "coil": "READY",
-        "coil.query_encoder": "READY",
-        "coil.doc_encoder": "READY",
-    }
+    assert_all_served(server, {"coil": ("query_encoder", "doc_encoder")})
 
 
 @pytest.mark.parametrize("route", [("grpc", "text"), ("http", "text"), ("grpc", "ids")])

@@ -10,12 +10,12 @@ from lir.clients.retriever import Retriever, build_index
 from lir.clients.triton_engine import TritonEngine
 from lir.vectors import MultiVectors, maxsim, padded_outputs
 from tests.late_serving import (
+    assert_all_served,
+    assert_ranks_like_embedded,
     assert_same,
     assert_served_like_embedded,
     repository_of,
-    scifact_texts,
-    served_models,
-    serving,
+    serving_fixtures,
 )
 
 
@@ -32,28 +32,12 @@ def repository(late_repository, reference_backbone, scifact, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(repository):
-    with serving(repository) as triton:
-        yield triton
-
-
-@pytest.fixture(scope="module")
-def texts(scifact):
-    return scifact_texts(scifact)
+server, texts = serving_fixtures()
 
 
 def test_every_graph_is_served(server):
-    assert served_models(server) == {
-        "colbert": "READY",
-        "colbert.query_encoder": "READY",
-        "colbert.doc_encoder": "READY",
-        "colbert.scorer": "READY",
-        "mvr": "READY",
-        "mvr.query_encoder": "READY",
-        "mvr.doc_encoder": "READY",
-        "mvr.scorer": "READY",
-    }
+    graphs = ("query_encoder", "doc_encoder", "scorer")
+    assert_all_served(server, {"colbert": graphs, "mvr": graphs})
 
 
 @pytest.mark.parametrize("model", ["colbert"])
@@ -91,15 +75,7 @@ def test_scorer_graph_equals_maxsim(server, late_repository, texts):
 
 @pytest.mark.parametrize("model", ["colbert"])
 def test_retriever_over_triton_ranks_like_embedded(server, late_repository, texts, model):
-    embedded = OnnxEngine(late_repository / model)
-    index = build_index(embedded, embedded.encode_docs(texts), [f"d{i}" for i in range(len(texts))])
-    queries = {"1": "protein folding", "2": "cancer risk", "3": "vitamin D deficiency"}
-    expected = Retriever(embedded, index).search(queries, k=10)
-    with TritonEngine(server.grpc_url, model) as triton:
-        got = Retriever(triton, index).search(queries, k=10)
-    for qid in queries:
-        assert list(got[qid]) == list(expected[qid])
-        np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-4)
+    assert_ranks_like_embedded(server, late_repository, texts, model)
 
 
 def test_mvr_over_triton_equals_embedded(server, repository, texts):

@@ -3,20 +3,18 @@ engine."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from lir.clients.onnx_engine import OnnxEngine
-from lir.clients.retriever import Retriever, build_index
 from lir.clients.triton_engine import TritonEngine
 from lir.vectors import SparseVectors
 from tests.late_serving import (
+    assert_all_served,
+    assert_ranks_like_embedded,
     assert_same,
     assert_served_like_embedded,
     repository_of,
-    scifact_texts,
-    served_models,
-    serving,
+    serving_fixtures,
 )
 
 
@@ -34,24 +32,11 @@ def repository(late_repository, reference_backbone, scifact, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(repository):
-    with serving(repository) as triton:
-        yield triton
-
-
-@pytest.fixture(scope="module")
-def texts(scifact):
-    return scifact_texts(scifact)
+server, texts = serving_fixtures()
 
 
 def test_every_graph_is_served(server):
-    assert served_models(server) == {
-        "splade": "READY",
-        "splade.encoder": "READY",
-        "splade-if": "READY",
-        "splade-if.encoder": "READY",
-    }
+    assert_all_served(server, {"splade": ("encoder",), "splade-if": ("encoder",)})
 
 
 @pytest.mark.parametrize("model", ["splade"])
@@ -62,15 +47,7 @@ def test_encodings_equal_the_embedded_engine(server, late_repository, texts, mod
 
 @pytest.mark.parametrize("model", ["splade"])
 def test_retriever_over_triton_ranks_like_embedded(server, late_repository, texts, model):
-    embedded = OnnxEngine(late_repository / model)
-    index = build_index(embedded, embedded.encode_docs(texts), [f"d{i}" for i in range(len(texts))])
-    queries = {"1": "protein folding", "2": "cancer risk", "3": "vitamin D deficiency"}
-    expected = Retriever(embedded, index).search(queries, k=10)
-    with TritonEngine(server.grpc_url, model) as triton:
-        got = Retriever(triton, index).search(queries, k=10)
-    for qid in queries:
-        assert list(got[qid]) == list(expected[qid])
-        np.testing.assert_allclose(list(got[qid].values()), list(expected[qid].values()), atol=1e-4)
+    assert_ranks_like_embedded(server, late_repository, texts, model)
 
 
 def test_sparse_outputs_are_compact(late_repository, texts):
