@@ -70,6 +70,7 @@ def test_what_lir_writes_scores_alike_in_lightning_ir(kind, reference_backbone, 
         ("SpladeConfig", {"query_weighting": "static", "query_expansion": False}),
         ("SpladeConfig", {"doc_expansion": False, "add_marker_tokens": True}),
         ("UniCoilConfig", {"add_marker_tokens": True}),
+        ("CoilConfig", {"add_marker_tokens": True, "cls_embedding_dim": 16, "similarity_function": "cosine"}),
         (
             "ColConfig",
             {
@@ -81,11 +82,17 @@ def test_what_lir_writes_scores_alike_in_lightning_ir(kind, reference_backbone, 
             },
         ),
     ],
-    ids=["splade-static-query", "splade-no-doc-expansion-markers", "unicoil-markers", "col-doc-expansion-max-mean"],
+    ids=[
+        "splade-static-query",
+        "splade-no-doc-expansion-markers",
+        "unicoil-markers",
+        "coil-markers-cosine",
+        "col-doc-expansion-max-mean",
+    ],
 )
 def test_a_lightning_ir_save_written_back_by_lir_scores_alike(config, options, reference_backbone, tmp_path):
     """A Lightning IR model whose settings lir's own training does not start (SPLADE with static query weights
-    or without document expansion, UniCOIL, col with document expansion and other aggregations) written back
+    or without document expansion, UniCOIL, COIL, col with document expansion and other aggregations) written back
     by lir keeps its settings and tables: Lightning IR scores lir's save as it scored its own."""
     from lir.train.module import BiEncoderModule
     from lir.train.saving import save_lightning_ir

@@ -30,6 +30,7 @@ TOKENIZER_CLASSES = {
     "mvr": "MvrTokenizer",
     "splade": "SpladeTokenizer",
     "unicoil": "BiEncoderTokenizer",
+    "coil": "BiEncoderTokenizer",
     "mono": "CrossEncoderTokenizer",
     "set-encoder": "SetEncoderTokenizer",
 }

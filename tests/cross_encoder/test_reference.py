@@ -44,6 +44,10 @@ CASES = {
     "set-encoder": ("SetEncoderConfig", LISTWISE, None),
     "set-encoder-mono": ("SetEncoderConfig", LISTWISE | {"scoring_strategy": "mono"}, None),
     "set-encoder-extra-token": ("SetEncoderConfig", LISTWISE | {"add_extra_token": True}, None),
+    # Lightning IR's default sample_missing_docs=True draws random stand-ins for a query's documents short of
+    # `depth`; with every query at depth (2 documents each here) nothing is drawn and the scores are lir's
+    "set-encoder-sampling-at-depth": ("SetEncoderConfig", {"depth": 2, "pooling_strategy": "mean"}, None),
+    "set-encoder-short": ("SetEncoderConfig", LISTWISE | {"query_length": 4, "doc_length": 6, "depth": 8}, None),
 }
 EXPORTED = {"mono-rank", "mono-bert-pool", "set-encoder-extra-token"}
 
