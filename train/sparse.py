@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from tokenizers import Tokenizer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
@@ -126,6 +127,8 @@ class SparseModel(nn.Module):
     """Encodes token ids into vocabulary-sized non-negative weights."""
 
     family = "sparse"
+    chunk_tokens = 16
+    """Positions per chunk of the training pass's MLM head (see `pooled`)."""
 
     def __init__(
         self,
@@ -186,16 +189,28 @@ class SparseModel(nn.Module):
         return weights
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The contextualized weights: sparsified MLM logits pooled over the attended tokens."""
+        """The contextualized weights: sparsified MLM logits pooled over the attended tokens. Training computes
+        them `chunk_tokens` positions at a time and recomputes each chunk in the backward pass (activation
+        checkpointing), so no [B, L, V] tensor is ever held: memory grows with B × chunk × V, not B × L × V."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooling = self.config.pooling
+        if pooling == "first":
+            return self.pool_chunk(hidden[:, :1], mask[:, :1])
+        if self.training and torch.is_grad_enabled() and hidden.shape[1] > self.chunk_tokens:
+            parts = [
+                checkpoint(self.pool_chunk, hidden[:, i : i + self.chunk_tokens], mask[:, i : i + self.chunk_tokens])
+                for i in range(0, hidden.shape[1], self.chunk_tokens)
+            ]
+            pooled = torch.stack(parts).amax(dim=0) if pooling == "max" else torch.stack(parts).sum(dim=0)
+        else:
+            pooled = self.pool_chunk(hidden, mask)
+        return pooled / mask.sum(dim=1).clamp(min=1) if pooling == "mean" else pooled
+
+    def pool_chunk(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, V]: the sparsified logits of these positions, max- or sum-pooled (`first`: one position)."""
         weights = SPARSIFICATIONS[self.config.sparsification](self.head(hidden)) * mask  # ≥ 0: padding gives 0
-        if self.config.pooling == "first":
-            return weights[:, 0]
-        if self.config.pooling == "max":
-            return weights.amax(dim=1)
-        summed = weights.sum(dim=1)
-        return summed if self.config.pooling == "sum" else summed / mask.sum(dim=1).clamp(min=1)
+        return weights.amax(dim=1) if self.config.pooling in ("max", "first") else weights.sum(dim=1)
 
     def similarity(self, queries: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
         """[Q, V] and [N, V] weights → [Q, N] dot products."""
