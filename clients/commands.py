@@ -16,6 +16,7 @@ from lir.clients.engines import open_engine
 from lir.clients.indexes import check_index_output, open_index
 from lir.clients.onnx_engine import OnnxEngine
 from lir.clients.qdrant_index import target_spec
+from lir.clients.ray_index import RayCluster, ray_index
 from lir.clients.retriever import Retriever
 from lir.clients.streaming_index import DEFAULT_BLOCK_DOCS, stream_index
 from lir.collections import iter_docs, read_qrels_spec, read_queries
@@ -98,6 +99,20 @@ def engine_options(required: bool) -> Callable[[F], F]:
     help="documents read, encoded and written at a time (what bounds memory) into OUTPUT.lir-blocks",
 )
 @click.option("--resume", is_flag=True, help="continue a killed run from its finished blocks in OUTPUT.lir-blocks")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    metavar="[ADDRESS]",
+    help="encode the blocks on Ray actors (pip install 'lir[ray]'): alone, a local cluster started for the run; "
+    "auto, the cluster `ray start` runs here; ray://HOST:10001, a remote one",
+)
+@click.option("--ray-workers", type=POSITIVE, help="encoder actors (default: as many as the cluster's CPUs hold)")
+@click.option("--ray-cpus", type=click.FloatRange(min=0, min_open=True), help="CPUs per actor (default 1)")
+@click.option(
+    "--ray-gpus", type=click.FloatRange(min=0, min_open=True), help="GPU share per actor: encodes with CUDA there"
+)
 def index(
     engine: str,
     variant: str,
@@ -109,10 +124,22 @@ def index(
     overwrite: bool,
     block_docs: int,
     resume: bool,
+    ray_address: str | None,
+    ray_workers: int | None,
+    ray_cpus: float | None,
+    ray_gpus: float | None,
 ) -> int:
     """`lir index`."""
+    ray_options = {"--ray-workers": ray_workers, "--ray-cpus": ray_cpus, "--ray-gpus": ray_gpus}
+    if ray_address is None and (given := [name for name, value in ray_options.items() if value is not None]):
+        raise LirError(f"{given[0]} needs --ray")
     check_index_output(output, overwrite, [corpus])
     factory = target_spec(output, factory)
+    if ray_address is not None:
+        cluster = RayCluster(ray_address or None, ray_workers, ray_cpus or 1.0, ray_gpus or 0.0)
+        options = {"spec": factory, "overwrite": overwrite, "batch_size": batch_size, "block_docs": block_docs}
+        print(ray_index(engine, corpus, output, variant, device, resume=resume, cluster=cluster, **options))
+        return 0
     with open_engine(engine, variant, device) as model:
         directory = str(model.directory.resolve()) if model.directory else None
         built_by = {"url": engine, "directory": directory, "variant": variant}

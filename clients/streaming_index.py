@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lir.clients.engine import Engine
-from lir.clients.indexes import check_index_output, load_array, write_array
+from lir.clients.indexes import check_doc_id, check_index_output, load_array, write_array
 from lir.clients.multi_vector_index import parse_spec as parse_multi_vector_spec
 from lir.clients.plaid_index import parse_spec as parse_plaid_spec
 from lir.clients.qdrant_index import is_qdrant_url, target_spec
@@ -51,7 +51,6 @@ from lir.clients.retriever import DEFAULT_SPECS, build_index, check_sparse_spec,
 from lir.coil import CoilVectors
 from lir.errors import LirError
 from lir.files import atomic_write_text, json_checksum, read_json, sha256_file
-from lir.trec import check_id
 from lir.vectors import Encoded, MultiVectors, SparseVectors
 
 WORK_SUFFIX = ".lir-blocks"
@@ -91,12 +90,7 @@ def scan_corpus(docs: Iterable[tuple[str, str]], block_docs: int) -> CorpusScan:
     blocks: list[int] = []
     first_empty = None
     for position, (doc_id, text) in enumerate(hashed(docs, digest)):
-        if not isinstance(doc_id, str):
-            raise LirError(f"document #{position}: doc id {doc_id!r} is not a string")
-        check_id(doc_id, "doc id", f"document #{position}")
-        if doc_id in seen:
-            raise LirError(f"the corpus repeats doc id {doc_id!r} (#{position})")
-        seen.add(doc_id)
+        check_doc_id(doc_id, position, seen)
         if position % block_docs == 0:
             blocks.append(0)
         if text.strip():
@@ -349,6 +343,20 @@ def join_blocks(work: Path, records: list[dict[str, Any]], family: str) -> dict[
     return joined
 
 
+BlockEncoding = Callable[[Iterable[tuple[int, list[str]]], int], Iterator[tuple[int, dict[str, np.ndarray]]]]
+"""Encodes blocks: (block number, texts) in, (block number, `block_arrays`) out in any order; the batch size."""
+
+
+def local_encoding(engine: Engine) -> BlockEncoding:
+    """Blocks encoded one after the other by `engine`, in this process."""
+
+    def encode(blocks: Iterable[tuple[int, list[str]]], batch_size: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for number, texts in blocks:
+            yield number, block_arrays(engine.encode_docs(texts, batch_size=batch_size))
+
+    return encode
+
+
 def stream_index(
     engine: Engine,
     corpus: Callable[[], Iterable[tuple[str, str]]],
@@ -360,11 +368,13 @@ def stream_index(
     block_docs: int = DEFAULT_BLOCK_DOCS,
     resume: bool = False,
     progress: bool = True,
+    encode_blocks: BlockEncoding | None = None,
 ) -> str:
     """Encode the documents of `corpus()` (a fresh iterator of (doc_id, text) at each call: it is read twice)
     in blocks of `block_docs`, build the index of the engine's family from them (`spec` as in `build_index`),
     record `built_by` and save it to `output`; returns the summary line. See the module for the work folder
-    and `resume`. Empty documents are left out and counted, as `write_index` does."""
+    and `resume`. Empty documents are left out and counted, as `write_index` does. `encode_blocks` encodes
+    the missing blocks elsewhere (Ray actors, lir.clients.ray_index); by default `engine` encodes them here."""
     check_index_output(output, overwrite)
     spec = target_spec(output, spec)
     check_spec(engine, spec)
@@ -383,15 +393,20 @@ def stream_index(
         resumed = sum(scan.blocks[number] for number in finished)
         encoded = 0
         start, digest = time.perf_counter(), hashlib.sha256()
-        with tqdm(total=scan.kept, initial=resumed, desc="indexing", unit="doc", disable=not progress) as bar:
+        pending: dict[int, list[str]] = {}  # block number → its doc ids, while its texts are being encoded
+
+        def missing() -> Iterator[tuple[int, list[str]]]:
             for number, chunk in enumerate(corpus_blocks(hashed(corpus(), digest), block_docs)):
-                if number in finished:
-                    continue
-                texts = [text for _, text in chunk]
-                arrays = block_arrays(engine.encode_docs(texts, batch_size=batch_size))
-                write_block(work, number, run, [doc_id for doc_id, _ in chunk], arrays)
-                encoded += len(chunk)
-                bar.update(len(chunk))
+                if number not in finished:
+                    pending[number] = [doc_id for doc_id, _ in chunk]
+                    yield number, [text for _, text in chunk]
+
+        with tqdm(total=scan.kept, initial=resumed, desc="indexing", unit="doc", disable=not progress) as bar:
+            for number, arrays in (encode_blocks or local_encoding(engine))(missing(), batch_size):
+                doc_ids = pending.pop(number)
+                write_block(work, number, run, doc_ids, arrays)
+                encoded += len(doc_ids)
+                bar.update(len(doc_ids))
         seconds = time.perf_counter() - start
         if digest.hexdigest() != scan.sha256:
             raise LirError("the corpus changed while it was indexed: index it again with --overwrite")

@@ -197,10 +197,11 @@ class SparseModel(nn.Module):
         pooling = self.config.pooling
         if pooling == "first":
             return self.pool_chunk(hidden[:, :1], mask[:, :1])
-        if self.training and torch.is_grad_enabled() and hidden.shape[1] > self.chunk_tokens:
+        step = self.chunk_tokens
+        if self.training and torch.is_grad_enabled() and hidden.shape[1] > step:
             parts = [
-                checkpoint(self.pool_chunk, hidden[:, i : i + self.chunk_tokens], mask[:, i : i + self.chunk_tokens])
-                for i in range(0, hidden.shape[1], self.chunk_tokens)
+                checkpoint(self.pool_chunk, hidden[:, i : i + step], mask[:, i : i + step], use_reentrant=False)
+                for i in range(0, hidden.shape[1], step)
             ]
             pooled = torch.stack(parts).amax(dim=0) if pooling == "max" else torch.stack(parts).sum(dim=0)
         else:
