@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 MODEL  := model_repository/minilm
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test verify-late verify-rerank verify-reference bench finetune lint clean gpu-install gpu-check
+.PHONY: install demo test verify-late verify-rerank verify-reference verify-combos bench finetune lint clean gpu-install gpu-check
 
 install: $(STAMP)
 
@@ -90,6 +90,10 @@ verify-rerank: $(STAMP)
 # Every Lightning IR 0.0.6 reference case also through its export (make test exports one per graph shape)
 verify-reference: $(STAMP)
 	LIR_FULL_REFERENCE=1 $(BIN)/python -m pytest -q tests/*/test_reference*.py
+
+# Random Lightning IR 0.0.6 option combinations of every model type on three backbones (about 15 minutes)
+verify-combos: $(STAMP)
+	for backbone in bert electra modernbert; do $(BIN)/python -m tests.reference_combos --backbone $$backbone || exit 1; done
 
 bench: $(MODEL)/manifest.json
 	$(BIN)/python benchmarks/bench_encoders.py --model $(MODEL) --data $(DATA)/scifact
