@@ -43,11 +43,21 @@ def linear_warmup_decay(optimizer: Optimizer, warmup_steps: int, total_steps: in
     return LambdaLR(optimizer, factor)
 
 
+def checkpoint_backbone(model: nn.Module) -> None:
+    """Recompute each backbone layer in the backward pass instead of keeping its activations (Hugging Face's
+    gradient checkpointing): a training step holds one layer's activations, not all of them, for ~1/3 more time."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise LirError(f"gradient_checkpointing: a {type(model).__name__}'s backbone does not support it")
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 class FitModule(LightningModule):
     """What every family shares: loading, optimizer and schedule, validation by re-ranking, saving.
 
     `learning_rate` and `weight_decay` set up the module's own AdamW; under `lir fit` a config's `optimizer`
     section replaces that optimizer, and the linear warm-up/decay (`warmup_steps`) schedules it all the same.
+    `gradient_checkpointing` recomputes the backbone's layers in the backward pass (`checkpoint_backbone`).
     """
 
     families: tuple[str, ...] = ()
@@ -60,6 +70,7 @@ class FitModule(LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         evaluation_metrics: Sequence[str] = ("nDCG@10",),
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["loss_function"])
@@ -69,6 +80,8 @@ class FitModule(LightningModule):
             raise LirError(f"{model_name_or_path} is a {family} model: {type(self).__name__} trains {self.families}")
         self.loaded = loaded
         self.model = loaded.model.train()
+        if gradient_checkpointing:
+            checkpoint_backbone(self.model)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
@@ -152,8 +165,17 @@ class BiEncoderFitModule(FitModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         evaluation_metrics: Sequence[str] = ("nDCG@10",),
+        gradient_checkpointing: bool = False,
     ) -> None:
-        super().__init__(model_name_or_path, config, learning_rate, weight_decay, warmup_steps, evaluation_metrics)
+        super().__init__(
+            model_name_or_path,
+            config,
+            learning_rate,
+            weight_decay,
+            warmup_steps,
+            evaluation_metrics,
+            gradient_checkpointing,
+        )
         if not in_batch_loss and loss_function is None:
             raise LirError("nothing to train on: enable in_batch_loss or give a loss_function")
         self.in_batch = InBatchCrossEntropy() if in_batch_loss else None
@@ -252,6 +274,7 @@ class SparseFitModule(BiEncoderFitModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         evaluation_metrics: Sequence[str] = ("nDCG@10",),
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(
             model_name_or_path,
@@ -263,6 +286,7 @@ class SparseFitModule(BiEncoderFitModule):
             weight_decay,
             warmup_steps,
             evaluation_metrics,
+            gradient_checkpointing,
         )
         self.query_flops = FlopsRegularization(query_flops_weight, flops_warmup_steps)
         self.doc_flops = FlopsRegularization(doc_flops_weight, flops_warmup_steps)
@@ -288,8 +312,17 @@ class CrossEncoderFitModule(FitModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         evaluation_metrics: Sequence[str] = ("nDCG@10",),
+        gradient_checkpointing: bool = False,
     ) -> None:
-        super().__init__(model_name_or_path, config, learning_rate, weight_decay, warmup_steps, evaluation_metrics)
+        super().__init__(
+            model_name_or_path,
+            config,
+            learning_rate,
+            weight_decay,
+            warmup_steps,
+            evaluation_metrics,
+            gradient_checkpointing,
+        )
         self.loss_function = loss_function if loss_function is not None else RankNet()
         config = self.model.config
         self.pairs = PairEncoder(

@@ -3,6 +3,9 @@ and are recomputed in the backward pass, with the same gradients as one pass ove
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -65,3 +68,27 @@ def test_a_training_step_holds_memory_by_the_chunk_not_the_text_length(splade):
     whole, chunked = held_for_backward(model, 10**6, ids), held_for_backward(model, 16, ids)
     assert whole > 16 * 256 * 30522 * 4 * 1.5, whole
     assert chunked < whole / 8, (chunked, whole)
+
+
+def test_gradient_checkpointing_keeps_the_gradients_and_holds_less(splade, tmp_path):
+    """`gradient_checkpointing: true` (any family's fit module) recomputes each backbone layer in the backward
+    pass: the same gradients, and the backbone's activations are no longer held."""
+    from lir.train.fit_module import SparseFitModule, checkpoint_backbone
+
+    quiet = tmp_path / "no-dropout"
+    shutil.copytree(splade, quiet)
+    config = json.loads((quiet / "config.json").read_text())
+    (quiet / "config.json").write_text(
+        json.dumps(config | {"hidden_dropout_prob": 0, "attention_probs_dropout_prob": 0})
+    )
+    ids = torch.randint(1000, 30000, (4, 64), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    plain = load_model(str(quiet)).model.train()
+    checkpointed = load_model(str(quiet)).model.train()
+    checkpoint_backbone(checkpointed)
+    _, expected = gradients(plain, 16, ids, mask)
+    _, found = gradients(checkpointed, 16, ids, mask)
+    for name, grad in expected.items():
+        torch.testing.assert_close(found[name], grad, rtol=1e-4, atol=1e-5 * max(float(grad.abs().max()), 1.0))
+    assert held_for_backward(checkpointed, 16, ids) < held_for_backward(plain, 16, ids)
+    assert SparseFitModule(str(quiet), gradient_checkpointing=True).model.backbone.is_gradient_checkpointing
