@@ -168,12 +168,17 @@ def load_tokenizer(path: Path, markers: tuple[str, ...] = ()) -> Tokenizer:
             raise LirError(f"{file} cannot be read ({str(exc).splitlines()[0]})") from None
     else:
         tokenizer = _convert_tokenizer(path)
-    missing = [m for m in markers if tokenizer.token_to_id(m) is None]
-    if missing:
-        tokenizer.add_special_tokens(missing)
+    add_markers(tokenizer, markers)
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
+
+
+def add_markers(tokenizer: Tokenizer, markers: tuple[str, ...]) -> None:
+    """Add the `markers` the tokenizer lacks as special tokens (in place)."""
+    missing = [m for m in markers if tokenizer.token_to_id(m) is None]
+    if missing:
+        tokenizer.add_special_tokens(missing)
 
 
 def _convert_tokenizer(path: Path) -> Tokenizer:

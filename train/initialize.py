@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedModel
 
 from lir.errors import LirError
-from lir.train.checkpoint_io import MARKERS, LoadedBiEncoder
+from lir.train.checkpoint_io import MARKERS, LoadedBiEncoder, add_markers
 from lir.train.checkpoints import load_model
 from lir.train.cross_encoder import NEW_MONO, CrossEncoderModel, LoadedCrossEncoder
 from lir.train.multi_vector import NEW_COL, MultiVectorModel
@@ -65,7 +65,7 @@ def with_markers(tokenizer: Tokenizer, backbone: PreTrainedModel) -> Tokenizer:
     """A copy of `tokenizer` with Lightning IR's [QUE]/[DOC] markers; the backbone's word embeddings grow to take
     them (as Lightning IR's BiEncoderModule resizes: to a multiple of 8, new rows drawn by transformers)."""
     tokenizer = Tokenizer.from_str(tokenizer.to_str())
-    tokenizer.add_special_tokens([marker for marker in MARKERS if tokenizer.token_to_id(marker) is None])
+    add_markers(tokenizer, MARKERS)
     if tokenizer.get_vocab_size() > backbone.config.vocab_size:
         backbone.resize_token_embeddings(tokenizer.get_vocab_size(), pad_to_multiple_of=8)
     return tokenizer
