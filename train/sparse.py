@@ -203,7 +203,8 @@ class SparseModel(nn.Module):
                 checkpoint(self.pool_chunk, hidden[:, i : i + step], mask[:, i : i + step], use_reentrant=False)
                 for i in range(0, hidden.shape[1], step)
             ]
-            pooled = torch.stack(parts).amax(dim=0) if pooling == "max" else torch.stack(parts).sum(dim=0)
+            stacked = torch.stack(parts)
+            pooled = stacked.amax(dim=0) if pooling == "max" else stacked.sum(dim=0)
         else:
             pooled = self.pool_chunk(hidden, mask)
         return pooled / mask.sum(dim=1).clamp(min=1) if pooling == "mean" else pooled
